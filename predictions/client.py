@@ -1,0 +1,233 @@
+"""The one module that talks to prediction providers.
+
+Every provider speaks the Replicate prediction API under its own base URL. URLs are always built
+from the configured base with validated path parts, redirects are never followed, and URLs found
+in provider JSON (`urls.get` points at Replicate even on CometAPI) are never requested, so a
+provider's credentials are only ever sent to that provider.
+"""
+
+import email.utils
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from django.conf import settings
+
+MODEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}/[a-z0-9][a-z0-9._-]{0,99}", re.IGNORECASE)
+PREDICTION_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+USER_AGENT = "Darkroom/0.1 (+https://github.com/darkroom)"
+
+
+class ProviderError(Exception):
+    """A request to a provider that did not return a usable prediction.
+
+    `retryable` says whether the same request may succeed later. `maybe_applied` says whether
+    the provider may have acted on it anyway (a lost response), which decides whether a paid
+    create may be sent again: only when it is False.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        maybe_applied: bool = False,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.maybe_applied = maybe_applied
+        self.status = status
+        self.retry_after = retry_after
+
+
+class ProviderNotConfigured(ValueError):
+    """An unknown provider name, or a provider without its key."""
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    label: str
+    base_url: str
+    token: str
+
+    @classmethod
+    def named(cls, name: str) -> "Provider":
+        config = settings.PROVIDERS.get(name)
+        if config is None:
+            choices = ", ".join(settings.PROVIDERS)
+            raise ProviderNotConfigured(f"Unknown provider {name!r}: choose one of {choices}.")
+        if not config["token"]:
+            raise ProviderNotConfigured(
+                f"{config['label']} has no API key configured: set {config['key_variable']}."
+            )
+        return cls(name, config["label"], config["base_url"].rstrip("/"), config["token"])
+
+    @property
+    def is_demo(self) -> bool:
+        return self.name == "simulator"
+
+
+def validate_model(model: str) -> tuple[str, str]:
+    if not MODEL_RE.fullmatch(model):
+        raise ValueError(f"{model!r} is not a model name of the form owner/name.")
+    owner, name = model.split("/")
+    return owner, name
+
+
+def validate_prediction_id(prediction_id: str) -> str:
+    if not PREDICTION_ID_RE.fullmatch(prediction_id or ""):
+        raise ValueError(f"{prediction_id!r} is not a valid prediction id.")
+    return prediction_id
+
+
+class ProviderClient:
+    """create / get / cancel over one pooled httpx client."""
+
+    def __init__(self, http: httpx.Client | None = None) -> None:
+        self.http = http or httpx.Client(
+            timeout=httpx.Timeout(
+                connect=settings.PROVIDER_CONNECT_TIMEOUT,
+                read=settings.PROVIDER_READ_TIMEOUT,
+                write=10.0,
+                pool=10.0,
+            ),
+            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    def create(self, provider: Provider, model: str, input: dict[str, Any]) -> dict[str, Any]:
+        owner, name = validate_model(model)
+        path = f"/models/{owner}/{name}/predictions"
+        return self._request(provider, "POST", path, json={"input": input})
+
+    def get(self, provider: Provider, prediction_id: str) -> dict[str, Any]:
+        path = f"/predictions/{validate_prediction_id(prediction_id)}"
+        return self._request(provider, "GET", path)
+
+    def cancel(self, provider: Provider, prediction_id: str) -> dict[str, Any]:
+        path = f"/predictions/{validate_prediction_id(prediction_id)}/cancel"
+        return self._request(provider, "POST", path)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _request(
+        self, provider: Provider, method: str, path: str, json: Any = None
+    ) -> dict[str, Any]:
+        url = provider.base_url + path
+        headers = {"Authorization": f"Bearer {provider.token}"}
+        try:
+            response = self.http.request(method, url, json=json, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Nothing was sent: the connection never opened.
+            raise ProviderError(
+                f"Could not connect to {provider.label}: {describe(exc)}", retryable=True
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise ProviderError(
+                f"{provider.label} did not answer in time ({describe(exc)}).",
+                retryable=True,
+                maybe_applied=True,
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise ProviderError(
+                f"The connection to {provider.label} failed: {describe(exc)}",
+                retryable=True,
+                maybe_applied=True,
+            ) from exc
+        return parse_response(provider, response)
+
+
+def parse_response(provider: Provider, response: httpx.Response) -> dict[str, Any]:
+    status = response.status_code
+    if status == 429:
+        raise ProviderError(
+            f"{provider.label} is rate limiting requests (429).",
+            retryable=True,
+            status=status,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+    if status >= 500:
+        raise ProviderError(
+            f"{provider.label} had a server error ({status}).",
+            retryable=True,
+            maybe_applied=True,
+            status=status,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+    if status >= 400:
+        raise ProviderError(
+            f"{provider.label} refused the request ({status}): {problem_detail(response)}",
+            retryable=False,
+            status=status,
+        )
+    if status >= 300:
+        raise ProviderError(
+            f"{provider.label} answered with an unexpected redirect ({status}).",
+            retryable=False,
+            maybe_applied=True,
+            status=status,
+        )
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    prediction_id = payload.get("id") if isinstance(payload, dict) else None
+    if not isinstance(prediction_id, str) or not PREDICTION_ID_RE.fullmatch(prediction_id):
+        raise ProviderError(
+            f"{provider.label} sent a response that is not a prediction.",
+            retryable=True,
+            maybe_applied=True,
+            status=status,
+        )
+    return payload
+
+
+def problem_detail(response: httpx.Response) -> str:
+    """The provider's own words from a Replicate-style problem body, or the start of the text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300].strip() or response.reason_phrase
+    if isinstance(body, dict):
+        for key in ("detail", "error", "title", "message"):
+            if isinstance(body.get(key), str) and body[key].strip():
+                return body[key].strip()
+    return str(body)[:300]
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def describe(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
+_shared: tuple[int, ProviderClient] | None = None
+
+
+def shared_client() -> ProviderClient:
+    """One pooled client per process; a forked worker child makes its own."""
+    global _shared
+    if _shared is None or _shared[0] != os.getpid():
+        _shared = (os.getpid(), ProviderClient())
+    return _shared[1]

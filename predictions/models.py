@@ -1,0 +1,442 @@
+"""Predictions, and every transition they go through.
+
+The database is the truth. Workers only ever change a prediction with a conditional update, so a
+late, duplicate or concurrent result can never move a prediction backwards; broker messages just
+wake workers up, and the `next_poll_at` column says what is due.
+"""
+
+import json
+import random
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from .client import Provider, ProviderClient, ProviderError
+
+
+class Status(models.TextChoices):
+    SUBMITTING = "submitting", "Submitting"
+    SUBMIT_UNKNOWN = "submit_unknown", "Submit outcome unknown"
+    STARTING = "starting", "Starting"
+    PROCESSING = "processing", "Processing"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+    ABORTED = "aborted", "Aborted"
+    TIMED_OUT = "timed_out", "Timed out"
+
+
+# Order in which a prediction may move; a status never goes back to an earlier one.
+RUNNING = [Status.SUBMITTING, Status.STARTING, Status.PROCESSING]
+REMOTE_STATUSES = {
+    Status.STARTING,
+    Status.PROCESSING,
+    Status.SUCCEEDED,
+    Status.FAILED,
+    Status.CANCELED,
+    Status.ABORTED,
+}
+
+
+def statuses_before(status: str) -> list[str]:
+    """The running statuses from which `status` may be reached."""
+    if status in RUNNING:
+        return RUNNING[: RUNNING.index(status) + 1]
+    return RUNNING
+
+
+def next_poll_interval(age: timedelta) -> timedelta:
+    """Poll fast while a job is young, then wait a fraction of its age: a job that has run for
+    a minute is unlikely to finish in the next second, and polls are the rate-limit budget."""
+    seconds = age.total_seconds() * settings.POLL_AGE_FACTOR
+    seconds = min(max(seconds, settings.POLL_FIRST_INTERVAL), settings.POLL_MAX_INTERVAL)
+    return timedelta(seconds=seconds * random.uniform(0.8, 1.2))
+
+
+def error_backoff(errors: int, retry_after: float | None) -> timedelta:
+    seconds = min(settings.POLL_FIRST_INTERVAL * 2**errors, settings.POLL_MAX_INTERVAL * 2)
+    seconds *= random.uniform(0.8, 1.2)
+    return timedelta(seconds=max(seconds, retry_after or 0))
+
+
+class Prediction(models.Model):
+    # Who and where.
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    provider = models.CharField(max_length=20)
+    # One per submitted form: a double-clicked or replayed form finds the same prediction.
+    request_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    submitted_at = models.DateTimeField(default=timezone.now)
+
+    # What the provider says (the query response, field for field).
+    provider_id = models.CharField(max_length=128, blank=True)
+    model = models.CharField(max_length=201)
+    version = models.CharField(max_length=200, blank=True)
+    input = models.JSONField(default=dict)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.SUBMITTING)
+    logs = models.TextField(blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    predict_time = models.FloatField(null=True, blank=True)
+    image_count = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    data_removed = models.BooleanField(default=False)
+    # Kept for the record and never requested: on CometAPI they point at Replicate.
+    urls = models.JSONField(default=dict, blank=True)
+
+    # Tracking: what the workers did and when the next step is due.
+    # When the next step (send, poll, cancel) is due; a new prediction is due at once.
+    next_poll_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
+    claims = models.PositiveIntegerField(default=0)
+    submit_attempts = models.PositiveSmallIntegerField(default=0)
+    sending_since = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    polls = models.PositiveIntegerField(default=0)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    consecutive_errors = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-submitted_at", "-id"]
+        indexes = [
+            # Prediction.claim_due(): next_poll_at <= now among unfinished predictions.
+            models.Index(
+                fields=["next_poll_at"],
+                condition=Q(next_poll_at__isnull=False),
+                name="prediction_due_idx",
+            ),
+            # The history list: newest first.
+            models.Index(fields=["-submitted_at", "-id"], name="prediction_recent_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "provider_id"],
+                condition=~Q(provider_id=""),
+                name="prediction_unique_provider_id",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} ({self.get_status_display()})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("predictions:detail", args=[self.pk])
+
+    # --- Reading ---------------------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        return self.status in RUNNING
+
+    @property
+    def prompt(self) -> str:
+        return str(self.input.get("prompt", ""))
+
+    @property
+    def output_urls(self) -> list[str]:
+        output = self.output
+        if isinstance(output, str):
+            return [output]
+        if isinstance(output, list):
+            return [url for url in output if isinstance(url, str)]
+        return []
+
+    @property
+    def provider_label(self) -> str:
+        return settings.PROVIDERS.get(self.provider, {}).get("label", self.provider)
+
+    @property
+    def input_json(self) -> str:
+        return json.dumps(self.input, indent=2, ensure_ascii=False)
+
+    @property
+    def queue_time(self) -> timedelta | None:
+        if self.created_at and self.started_at:
+            return self.started_at - self.created_at
+        return None
+
+    @property
+    def run_time(self) -> timedelta | None:
+        if self.started_at and self.completed_at:
+            return self.completed_at - self.started_at
+        return None
+
+    def get_provider(self) -> Provider:
+        return Provider.named(self.provider)
+
+    # --- Scheduling ------------------------------------------------------------------------
+
+    @classmethod
+    def claim_due(cls, limit: int) -> list[tuple[int, int]]:
+        """Lease due predictions to one worker; returns (pk, claim) pairs for `take()`.
+
+        PostgreSQL skips rows another dispatcher has locked; on SQLite the transaction takes
+        the write lock up front (IMMEDIATE mode), and the claim counter check covers both.
+        """
+        now = timezone.now()
+        lease_until = now + timedelta(seconds=settings.POLL_LEASE)
+        with transaction.atomic():
+            due = (
+                cls.objects.filter(next_poll_at__lte=now)
+                .order_by("next_poll_at")
+                .select_for_update(skip_locked=True)
+                .values_list("pk", "claims")[:limit]
+            )
+            claimed = []
+            for pk, claim in list(due):
+                if cls.objects.filter(pk=pk, claims=claim).update(
+                    next_poll_at=lease_until, claims=claim + 1
+                ):
+                    claimed.append((pk, claim + 1))
+        return claimed
+
+    @classmethod
+    def take(cls, pk: int, claim: int) -> "Prediction | None":
+        """The prediction, if `claim` is still its latest; renews the lease for this worker."""
+        lease_until = timezone.now() + timedelta(seconds=settings.POLL_LEASE)
+        if not cls.objects.filter(pk=pk, claims=claim).update(next_poll_at=lease_until):
+            return None
+        return cls.objects.get(pk=pk)
+
+    def advance(self, client: ProviderClient) -> None:
+        """Do the one step this claimed prediction is due for: send, cancel or poll."""
+        if self.status == Status.SUBMITTING:
+            self.send(client)
+        elif self.status not in RUNNING:
+            self._update(Q(), next_poll_at=None)
+        elif self.past_deadline():
+            self.time_out()
+        elif self.cancel_requested_at:
+            self.cancel_remote(client)
+        else:
+            self.poll(client)
+
+    # --- Submitting ------------------------------------------------------------------------
+
+    def send(self, client: ProviderClient) -> None:
+        """Send the create, at most once unless it provably never reached the provider."""
+        if self.sending_since is not None:
+            # A worker died between sending and recording the answer.
+            self.give_up_submit(
+                "The worker sending this prediction stopped before the provider answered, so "
+                "Darkroom cannot tell whether it was created. Check the provider's dashboard "
+                "before submitting it again."
+            )
+            return
+        if self.cancel_requested_at:
+            self._finish(Status.CANCELED, running=[Status.SUBMITTING])
+            return
+        now = timezone.now()
+        if not self._update(
+            Q(status=Status.SUBMITTING, sending_since=None),
+            sending_since=now,
+            submit_attempts=F("submit_attempts") + 1,
+        ):
+            return
+        try:
+            payload = client.create(self.get_provider(), self.model, self.input)
+        except ProviderError as exc:
+            self.send_failed(exc)
+        except ValueError as exc:
+            self._finish(Status.FAILED, error=str(exc), running=[Status.SUBMITTING])
+        else:
+            self.apply_remote(payload)
+            self.refresh_from_db()
+            if self.cancel_requested_at and self.is_running:
+                self._update(Q(), next_poll_at=timezone.now())
+
+    def send_failed(self, exc: ProviderError) -> None:
+        if exc.maybe_applied:
+            self.give_up_submit(
+                f"{exc.message} The create may have reached the provider, so Darkroom did not "
+                "send it again. Check the provider's dashboard before submitting it again."
+            )
+        elif exc.retryable and self.submit_attempts + 1 < settings.SUBMIT_MAX_ATTEMPTS:
+            self._update(
+                Q(status=Status.SUBMITTING),
+                sending_since=None,
+                consecutive_errors=F("consecutive_errors") + 1,
+                last_error=exc.message,
+                next_poll_at=timezone.now()
+                + error_backoff(self.consecutive_errors, exc.retry_after),
+            )
+        else:
+            self._finish(Status.FAILED, error=exc.message, running=[Status.SUBMITTING])
+
+    def give_up_submit(self, reason: str) -> None:
+        self._finish(Status.SUBMIT_UNKNOWN, error=reason, running=[Status.SUBMITTING])
+
+    # --- Polling ---------------------------------------------------------------------------
+
+    def poll(self, client: ProviderClient) -> None:
+        try:
+            payload = client.get(self.get_provider(), self.provider_id)
+        except ProviderError as exc:
+            self.poll_failed(exc)
+        except ValueError as exc:
+            self._finish(Status.FAILED, error=str(exc))
+        else:
+            self.apply_remote(payload)
+
+    def cancel_remote(self, client: ProviderClient) -> None:
+        try:
+            payload = client.cancel(self.get_provider(), self.provider_id)
+        except ProviderError as exc:
+            self.poll_failed(exc)
+        else:
+            self.apply_remote(payload)
+
+    def poll_failed(self, exc: ProviderError) -> None:
+        if exc.status == 404:
+            self._finish(
+                Status.FAILED,
+                error=f"{exc.message} The provider no longer knows this prediction.",
+            )
+            return
+        self._update(
+            Q(status__in=RUNNING),
+            polls=F("polls") + 1,
+            last_polled_at=timezone.now(),
+            consecutive_errors=F("consecutive_errors") + 1,
+            last_error=exc.message,
+            next_poll_at=timezone.now() + error_backoff(self.consecutive_errors, exc.retry_after),
+        )
+
+    def apply_remote(self, payload: dict[str, Any]) -> bool:
+        """Map a provider response onto this prediction; False if it would move it backwards."""
+        status = payload.get("status")
+        if status not in REMOTE_STATUSES:
+            self.poll_failed(
+                ProviderError(
+                    f"The provider reported an unknown status {status!r}.", retryable=True
+                )
+            )
+            return False
+        metrics = payload.get("metrics") if isinstance(payload.get("metrics"), dict) else {}
+        now = timezone.now()
+        fields = {
+            "provider_id": str(payload["id"]),
+            "status": status,
+            "version": str(payload.get("version") or "")[:200],
+            "logs": str(payload.get("logs") or ""),
+            "output": payload.get("output"),
+            "error": describe_error(payload.get("error")),
+            "metrics": metrics,
+            "predict_time": number_or_none(metrics.get("predict_time")),
+            "image_count": number_or_none(metrics.get("image_count"), int),
+            "created_at": timestamp(payload.get("created_at")),
+            "started_at": timestamp(payload.get("started_at")),
+            "completed_at": timestamp(payload.get("completed_at")),
+            "data_removed": bool(payload.get("data_removed")),
+            "urls": payload.get("urls") if isinstance(payload.get("urls"), dict) else {},
+            "sending_since": None,
+            "polls": F("polls") + (0 if self.status == Status.SUBMITTING else 1),
+            "last_polled_at": now,
+            "consecutive_errors": 0,
+            "last_error": "",
+            "next_poll_at": None
+            if status not in RUNNING
+            else now + next_poll_interval(now - self.submitted_at),
+        }
+        return self._update(Q(status__in=statuses_before(status)), **fields)
+
+    def past_deadline(self) -> bool:
+        deadline = self.submitted_at + timedelta(seconds=settings.POLL_DEADLINE)
+        return timezone.now() >= deadline
+
+    def time_out(self) -> None:
+        minutes = settings.POLL_DEADLINE / 60
+        self._finish(
+            Status.TIMED_OUT,
+            error=(
+                f"No final status from the provider after {minutes:g} minutes "
+                f"(last seen: {self.get_status_display().lower()}"
+                + (f"; last error: {self.last_error}" if self.last_error else "")
+                + "). Darkroom stopped polling it."
+            ),
+        )
+
+    # --- Cancelling ------------------------------------------------------------------------
+
+    def request_cancel(self) -> bool:
+        """Ask for a cancel, sent by the next worker step. False if there is nothing to cancel."""
+        now = timezone.now()
+        if self._update(
+            Q(status=Status.SUBMITTING, sending_since=None),
+            status=Status.CANCELED,
+            cancel_requested_at=now,
+            completed_at=now,
+            next_poll_at=None,
+        ):
+            return True
+        # The create is in flight: send() cancels as soon as the provider has answered.
+        if self._update(
+            Q(status=Status.SUBMITTING, cancel_requested_at=None), cancel_requested_at=now
+        ):
+            return True
+        return self._update(
+            Q(status__in=[Status.STARTING, Status.PROCESSING], cancel_requested_at=None),
+            cancel_requested_at=now,
+            next_poll_at=now,
+        )
+
+    # --- Writing ---------------------------------------------------------------------------
+
+    def _finish(self, status: str, error: str = "", running: list[str] = RUNNING) -> bool:
+        return self._update(
+            Q(status__in=running),
+            status=status,
+            error=error,
+            sending_since=None,
+            next_poll_at=None,
+            completed_at=timezone.now(),
+        )
+
+    def _update(self, condition: Q, **fields: Any) -> bool:
+        """Update this row only if `condition` still holds; True if it did."""
+        fields.setdefault("updated_at", timezone.now())
+        return bool(type(self).objects.filter(condition, pk=self.pk).update(**fields))
+
+
+def describe_error(error: Any) -> str:
+    if error in (None, ""):
+        return ""
+    if isinstance(error, dict):
+        return str(error.get("detail") or error.get("message") or error)
+    return str(error)
+
+
+def number_or_none(value: Any, kind: type = float) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return kind(value)
+
+
+def timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_datetime(trim_nanoseconds(value))
+    except ValueError:
+        return None
+
+
+def trim_nanoseconds(value: str) -> str:
+    """Replicate sends nanoseconds (`...58.232302833Z`); Python parses at most microseconds."""
+    head, dot, rest = value.partition(".")
+    if not dot:
+        return value
+    digits = len(rest) - len(rest.lstrip("0123456789"))
+    return f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"

@@ -1,0 +1,451 @@
+"""The simulated provider: model profiles, the prediction state machine and fault decisions.
+
+A prediction's status is never advanced by a timer. Its queue time and run time are drawn when it
+is created, and every request derives status, logs and output from the clock, so the simulator
+needs no thread per prediction and a stopped simulator leaves nothing running.
+"""
+
+import hashlib
+import math
+import random
+import secrets
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from .images import ASPECT_RATIOS, OUTPUT_FORMATS, render_image
+
+TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+FAULT_ENDPOINTS = ("create", "get", "cancel")
+SERVER_ERROR_STATUSES = (500, 502, 503)
+
+# Replicate ids are 26 characters of lowercase Crockford base32.
+ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+FAILURE_MESSAGES = (
+    "CUDA out of memory. Tried to allocate 2.50 GiB (GPU 0; 39.39 GiB total capacity; "
+    "35.12 GiB already allocated; 1.27 GiB free; 36.80 GiB reserved in total by PyTorch)",
+    "NSFW content detected. Try running it again, or try a different prompt.",
+    "Prediction interrupted; please retry (code: PA)",
+)
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    name: str
+    queue_median: float  # seconds in "starting" before a worker picks the prediction up
+    run_median: float  # seconds in "processing" at speed 1
+    steps: int  # denoising steps, one progress line each
+    failure: str | None = None  # every prediction fails with this error
+
+    @property
+    def version(self) -> str:
+        return hashlib.sha256(self.name.encode()).hexdigest()
+
+
+MODELS: dict[str, ModelProfile] = {
+    profile.name: profile
+    for profile in (
+        ModelProfile("black-forest-labs/flux-schnell", 0.3, 0.8, 4),
+        ModelProfile("black-forest-labs/flux-dev", 1.0, 4.0, 28),
+        ModelProfile("black-forest-labs/flux-1.1-pro", 0.5, 3.5, 25),
+        ModelProfile("black-forest-labs/flux-kontext-pro", 0.5, 5.0, 30),
+        ModelProfile("stability-ai/sdxl", 2.0, 6.0, 25),
+        ModelProfile("darkroom/fails", 0.3, 1.0, 4, failure=FAILURE_MESSAGES[0]),
+        ModelProfile("darkroom/slow", 0.3, 60.0, 50),
+    )
+}
+
+
+@dataclass
+class Faults:
+    """Misbehaviour to inject, changeable while the simulator runs."""
+
+    rate_limit_burst: int = field(default=0, metadata={"help": "answer the next N requests 429"})
+    rate_limit_rate: float = field(default=0.0, metadata={"help": "fraction of requests 429"})
+    retry_after: float = field(default=1.0, metadata={"help": "Retry-After seconds on a 429"})
+    server_error_rate: float = field(
+        default=0.0, metadata={"help": "fraction of requests answered 500, 502 or 503"}
+    )
+    create_error_after_commit: bool = field(
+        default=True,
+        metadata={"help": "a create that gets a 5xx or stalls was still created"},
+    )
+    slow_rate: float = field(default=0.0, metadata={"help": "fraction of responses delayed"})
+    slow_seconds: float = field(default=3.0, metadata={"help": "delay of a slow response"})
+    stall_rate: float = field(default=0.0, metadata={"help": "fraction of requests that hang"})
+    stall_seconds: float = field(default=300.0, metadata={"help": "how long a stall hangs"})
+    malformed_rate: float = field(
+        default=0.0, metadata={"help": "fraction of responses with a truncated body"}
+    )
+    failure_rate: float = field(default=0.0, metadata={"help": "fraction of predictions failing"})
+    endpoints: list[str] = field(
+        default_factory=lambda: list(FAULT_ENDPOINTS),
+        metadata={"help": "which endpoints the random faults hit"},
+    )
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Apply changes from JSON, all or none; ValueError names the first bad one."""
+        checked = {name: _checked_fault(name, value) for name, value in changes.items()}
+        for name, value in checked.items():
+            setattr(self, name, value)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _checked_fault(name: str, value: Any) -> Any:
+    kinds = {knob.name: knob.type for knob in fields(Faults)}
+    if name not in kinds:
+        raise ValueError(f"{name}: unknown fault")
+    kind = kinds[name]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: must be true or false")
+        return value
+    if kind == list[str]:
+        if not isinstance(value, list) or not set(value) <= set(FAULT_ENDPOINTS):
+            raise ValueError(f"{name}: must be a list drawn from {', '.join(FAULT_ENDPOINTS)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{name}: must be a number not below 0")
+    if kind is int and value != int(value):
+        raise ValueError(f"{name}: must be a whole number")
+    if name.endswith("_rate") and value > 1:
+        raise ValueError(f"{name}: must be between 0 and 1")
+    return kind(value)
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str  # "rate_limit", "server_error", "stall", "slow" or "malformed"
+    status: int = 0  # the 5xx a client gets: which one, or a gateway's 504 after a stall
+
+
+class UnknownModel(Exception):
+    pass
+
+
+class InvalidInput(Exception):
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+
+
+@dataclass
+class Prediction:
+    id: str
+    model: ModelProfile
+    input: dict[str, Any]
+    seed: int
+    num_outputs: int
+    aspect_ratio: str
+    output_format: str
+    output_quality: int
+    created: float
+    queue: float
+    run: float
+    failure: str | None
+    stream_key: str
+    canceled: float | None = None
+    images: dict[int, bytes] = field(default_factory=dict)
+
+    @property
+    def started(self) -> float:
+        return self.created + self.queue
+
+    @property
+    def ended(self) -> float:
+        return self.canceled if self.canceled is not None else self.started + self.run
+
+    def status(self, now: float) -> str:
+        if self.canceled is not None:
+            return "canceled"
+        if now < self.started:
+            return "starting"
+        if now < self.ended:
+            return "processing"
+        return "failed" if self.failure else "succeeded"
+
+    def data_removed(self, now: float, retention: float) -> bool:
+        return self.status(now) in TERMINAL and now >= self.ended + retention
+
+    def logs(self, now: float) -> str:
+        """What the model has printed by now: a tqdm bar advancing with the run time."""
+        status = self.status(now)
+        moment = min(now, self.ended)
+        if moment < self.started:
+            return ""
+        steps = self.model.steps
+        if status in ("succeeded", "failed"):
+            done = steps
+        else:
+            done = min(steps, int((moment - self.started) / self.run * steps))
+        lines = [f"Using seed: {self.seed}"]
+        lines += [_progress_line(step, steps, self.run) for step in range(done + 1)]
+        if status == "succeeded":
+            lines.append(f"Total safe images: {self.num_outputs} out of {self.num_outputs}")
+        return "\n".join(lines) + "\n"
+
+    def as_json(self, now: float, retention: float, file_base: str) -> dict[str, Any]:
+        status = self.status(now)
+        removed = self.data_removed(now, retention)
+        succeeded = status == "succeeded"
+        has_started = now >= self.started and (self.canceled is None or self.ended > self.started)
+        api = f"https://api.replicate.com/v1/predictions/{self.id}"
+        return {
+            "id": self.id,
+            "model": self.model.name,
+            "version": self.model.version,
+            "input": self.input,
+            "logs": "" if removed else self.logs(now),
+            "output": None if removed or not succeeded else self.output_urls(file_base),
+            "data_removed": removed,
+            "error": self.failure if status == "failed" else None,
+            "status": status,
+            "created_at": _iso(self.created),
+            "started_at": _iso(self.started) if has_started else None,
+            "completed_at": _iso(self.ended) if status in TERMINAL else None,
+            "urls": {
+                "get": api,
+                "cancel": f"{api}/cancel",
+                "stream": f"https://stream.replicate.com/v1/files/{self.stream_key}",
+            },
+            "metrics": (
+                {"image_count": self.num_outputs, "predict_time": round(self.run, 9)}
+                if succeeded
+                else {}
+            ),
+        }
+
+    def output_urls(self, file_base: str) -> list[str]:
+        return [
+            f"{file_base}/files/{self.id}/out-{index}.{self.output_format}"
+            for index in range(self.num_outputs)
+        ]
+
+
+class Engine:
+    """Every prediction and counter of one simulator, behind one lock."""
+
+    def __init__(self, speed: float, retention: float, faults: Faults, seed: int | None):
+        self.speed = speed
+        self.retention = retention
+        self.faults = faults
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._predictions: dict[str, Prediction] = {}
+        self._requests_by_endpoint: Counter[str] = Counter()
+        self._responses_by_status: Counter[str] = Counter()
+        self._creates_by_prompt: Counter[str] = Counter()
+
+    def resolve_version(self, version: str) -> str:
+        """The model named by `owner/name`, `owner/name:hash` or a bare version hash."""
+        name, _, version_hash = version.partition(":")
+        if "/" not in name:
+            name, version_hash = "", name
+        for profile in MODELS.values():
+            if (not name or profile.name == name) and version_hash in ("", profile.version):
+                return profile.name
+        raise UnknownModel(f"Version {version} not found")
+
+    def create(self, model_name: str, input: Any, file_base: str) -> dict[str, Any]:
+        """Start a prediction; UnknownModel or InvalidInput if the request is refused."""
+        model = MODELS.get(model_name)
+        if model is None:
+            raise UnknownModel(f"Model {model_name} not found")
+        problems = input_problems(input)
+        if problems:
+            raise InvalidInput(problems)
+        with self._lock:
+            now = time.time()
+            self._forget_removed_images(now)
+            prediction = Prediction(
+                id="".join(secrets.choice(ID_ALPHABET) for _ in range(26)),
+                model=model,
+                input=input,
+                seed=input.get("seed", self._rng.randrange(65536)),
+                num_outputs=input.get("num_outputs", 1),
+                aspect_ratio=input.get("aspect_ratio", "1:1"),
+                output_format=input.get("output_format", "webp"),
+                output_quality=input.get("output_quality", 80),
+                created=now,
+                queue=self._draw_duration(model.queue_median),
+                run=self._draw_duration(model.run_median),
+                failure=model.failure or self._draw_failure(),
+                stream_key=secrets.token_hex(26),
+            )
+            self._predictions[prediction.id] = prediction
+            self._creates_by_prompt[input["prompt"]] += 1
+            return prediction.as_json(now, self.retention, file_base)
+
+    def get(self, prediction_id: str, file_base: str) -> dict[str, Any] | None:
+        with self._lock:
+            prediction = self._predictions.get(prediction_id)
+            if prediction is None:
+                return None
+            return prediction.as_json(time.time(), self.retention, file_base)
+
+    def cancel(self, prediction_id: str, file_base: str) -> dict[str, Any] | None:
+        with self._lock:
+            prediction = self._predictions.get(prediction_id)
+            if prediction is None:
+                return None
+            now = time.time()
+            if prediction.status(now) not in TERMINAL:
+                prediction.canceled = now
+            return prediction.as_json(now, self.retention, file_base)
+
+    def newest_first(self, file_base: str) -> list[dict[str, Any]]:
+        with self._lock:
+            now = time.time()
+            predictions = sorted(self._predictions.values(), key=lambda p: -p.created)
+            return [p.as_json(now, self.retention, file_base) for p in predictions]
+
+    def output_file(self, prediction_id: str, index: int, extension: str) -> bytes | None:
+        """An output image's bytes, or None if there is no such file (any more)."""
+        with self._lock:
+            prediction = self._predictions.get(prediction_id)
+            now = time.time()
+            if (
+                prediction is None
+                or prediction.status(now) != "succeeded"
+                or prediction.data_removed(now, self.retention)
+                or not 0 <= index < prediction.num_outputs
+                or extension != prediction.output_format
+            ):
+                return None
+            image = prediction.images.get(index)
+        if image is None:
+            # Rendered outside the lock: it takes milliseconds, and polls must not queue behind it.
+            # Two concurrent renders produce the same bytes, so the race is harmless.
+            image = render_image(
+                prediction.input["prompt"],
+                prediction.seed,
+                index,
+                prediction.aspect_ratio,
+                prediction.output_format,
+                prediction.output_quality,
+            )
+            with self._lock:
+                prediction.images[index] = image
+        return image
+
+    def draw_fault(self, endpoint: str) -> Fault | None:
+        """Decide whether this request misbehaves, and how."""
+        with self._lock:
+            faults = self.faults
+            if faults.rate_limit_burst > 0:
+                faults.rate_limit_burst -= 1
+                return Fault("rate_limit")
+            if endpoint not in faults.endpoints:
+                return None
+            if self._happens(faults.rate_limit_rate):
+                return Fault("rate_limit")
+            if self._happens(faults.server_error_rate):
+                return Fault("server_error", self._rng.choice(SERVER_ERROR_STATUSES))
+            if self._happens(faults.stall_rate):
+                return Fault("stall", 504)
+            if self._happens(faults.slow_rate):
+                return Fault("slow")
+            if self._happens(faults.malformed_rate):
+                return Fault("malformed")
+            return None
+
+    def update_faults(self, changes: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self.faults.update(changes)
+            return self.faults.as_json()
+
+    def count_request(self, endpoint: str) -> None:
+        with self._lock:
+            self._requests_by_endpoint[endpoint] += 1
+
+    def count_response(self, status: int) -> None:
+        with self._lock:
+            self._responses_by_status[str(status)] += 1
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests_by_endpoint": dict(self._requests_by_endpoint),
+                "responses_by_status": dict(self._responses_by_status),
+                "predictions_created": len(self._predictions),
+                "creates_by_prompt": dict(self._creates_by_prompt),
+            }
+
+    def _draw_duration(self, median: float) -> float:
+        # Lognormal like real queue and run times, clamped so a test never meets a freak outlier.
+        spread = min(max(math.exp(self._rng.gauss(0, 0.35)), 0.5), 2.0)
+        return median * spread / self.speed
+
+    def _draw_failure(self) -> str | None:
+        if self._happens(self.faults.failure_rate):
+            return self._rng.choice(FAILURE_MESSAGES)
+        return None
+
+    def _happens(self, rate: float) -> bool:
+        # No draw for a knob that is off, so seeded runs stay the same whatever faults exist.
+        return rate > 0 and self._rng.random() < rate
+
+    def _forget_removed_images(self, now: float) -> None:
+        for prediction in self._predictions.values():
+            if prediction.images and prediction.data_removed(now, self.retention):
+                prediction.images.clear()
+
+
+def input_problems(input: Any) -> list[str]:
+    """Replicate-style validation messages for a prediction input, empty if it is valid."""
+    if not isinstance(input, dict):
+        return [f"- input: Invalid type. Expected: object, given: {type(input).__name__}"]
+    problems = []
+    prompt = input.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        problems.append("- input: prompt is required")
+    if not _is_int_within(input.get("num_outputs", 1), 1, 4):
+        problems.append("- input.num_outputs: must be an integer from 1 to 4")
+    if input.get("aspect_ratio", "1:1") not in ASPECT_RATIOS:
+        choices = ", ".join(f'"{ratio}"' for ratio in ASPECT_RATIOS)
+        problems.append(f"- input.aspect_ratio: must be one of the following: {choices}")
+    if input.get("output_format", "webp") not in OUTPUT_FORMATS:
+        choices = ", ".join(f'"{name}"' for name in OUTPUT_FORMATS)
+        problems.append(f"- input.output_format: must be one of the following: {choices}")
+    if not _is_int_within(input.get("output_quality", 80), 0, 100):
+        problems.append("- input.output_quality: must be an integer from 0 to 100")
+    if "seed" in input and not _is_int_within(input["seed"], 0, 2**32 - 1):
+        problems.append("- input.seed: must be an integer from 0 to 4294967295")
+    return problems
+
+
+def _is_int_within(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _progress_line(step: int, steps: int, run: float) -> str:
+    """One tqdm line, e.g. ` 50%|█████     | 2/4 [00:00<00:00, 18.90it/s]`."""
+    fraction = step / steps
+    filled, part = divmod(fraction * 10, 1)
+    bar = "█" * int(filled) + (" ▏▎▍▌▋▊▉"[int(part * 8)] if filled < 10 else "")
+    bar = bar.ljust(10)
+    if step == 0:
+        return f"  0%|{bar}| 0/{steps} [00:00<?, ?it/s]"
+    elapsed = run * fraction
+    rate = step / elapsed
+    speed = f"{rate:.2f}it/s" if rate >= 1 else f"{1 / rate:.2f}s/it"
+    remaining = (steps - step) / rate
+    return (
+        f"{round(fraction * 100):3d}%|{bar}| {step}/{steps} "
+        f"[{_clock(elapsed)}<{_clock(remaining)}, {speed}]"
+    )
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes:02d}:{seconds:02d}"
+
+
+def _iso(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="microseconds").removesuffix("+00:00") + "Z"

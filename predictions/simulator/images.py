@@ -1,0 +1,87 @@
+"""Real output images for simulated predictions, so a demo shows pictures and tests decode files."""
+
+import io
+import random
+import textwrap
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+ASPECT_RATIOS: dict[str, tuple[int, int]] = {
+    "1:1": (1, 1),
+    "16:9": (16, 9),
+    "9:16": (9, 16),
+    "4:3": (4, 3),
+    "3:4": (3, 4),
+    "3:2": (3, 2),
+    "2:3": (2, 3),
+    "21:9": (21, 9),
+    "9:21": (9, 21),
+}
+
+# output_format -> (Pillow encoder, Content-Type)
+OUTPUT_FORMATS: dict[str, tuple[str, str]] = {
+    "webp": ("WEBP", "image/webp"),
+    "jpg": ("JPEG", "image/jpeg"),
+    "png": ("PNG", "image/png"),
+}
+
+# Real models return about a megapixel; a smaller long side keeps rendering to a few milliseconds.
+LONG_SIDE = 768
+
+
+def image_size(aspect_ratio: str) -> tuple[int, int]:
+    """Width and height for an aspect ratio, rounded to multiples of 16 as diffusion models do."""
+    across, down = ASPECT_RATIOS[aspect_ratio]
+    scale = LONG_SIDE / max(across, down)
+    return round(across * scale / 16) * 16, round(down * scale / 16) * 16
+
+
+def render_image(
+    prompt: str, seed: int, index: int, aspect_ratio: str, output_format: str, quality: int
+) -> bytes:
+    """Encode a picture that is always the same for the same prompt, seed and output index."""
+    rng = random.Random(f"{seed}/{index}/{prompt}")
+    width, height = image_size(aspect_ratio)
+
+    shade = Image.linear_gradient("L")
+    if rng.random() < 0.5:
+        shade = shade.transpose(Image.Transpose.ROTATE_90)
+    shade = shade.resize((width, height))
+    image = ImageOps.colorize(shade, _colour(rng, 0, 120), _colour(rng, 120, 255))
+
+    draw = ImageDraw.Draw(image, "RGBA")
+    for _ in range(rng.randint(5, 9)):
+        x, y = rng.randrange(width), rng.randrange(height)
+        radius = rng.randint(LONG_SIDE // 16, LONG_SIDE // 4)
+        box = (x - radius, y - radius, x + radius, y + radius)
+        fill = (*_colour(rng, 0, 255), rng.randint(70, 170))
+        if rng.random() < 0.6:
+            draw.ellipse(box, fill=fill)
+        else:
+            draw.rectangle(box, fill=fill)
+
+    _draw_caption(draw, prompt, seed, width, height)
+
+    encoder = OUTPUT_FORMATS[output_format][0]
+    buffer = io.BytesIO()
+    image.save(buffer, encoder, quality=quality)
+    return buffer.getvalue()
+
+
+def _colour(rng: random.Random, low: int, high: int) -> tuple[int, int, int]:
+    return rng.randint(low, high), rng.randint(low, high), rng.randint(low, high)
+
+
+def _draw_caption(
+    draw: ImageDraw.ImageDraw, prompt: str, seed: int, width: int, height: int
+) -> None:
+    size = max(14, width // 28)
+    font = ImageFont.load_default(size=size)
+    # Default-font glyphs average a little over half their size in width.
+    lines = textwrap.wrap(prompt, width=max(10, int(width / (size * 0.55))), max_lines=5)
+    lines.append(f"seed {seed}")
+    line_height = round(size * 1.3)
+    top = height - line_height * len(lines) - size
+    draw.rectangle((0, top - size // 2, width, height), fill=(0, 0, 0, 140))
+    for number, line in enumerate(lines):
+        draw.text((size, top + number * line_height), line, font=font, fill=(255, 255, 255))

@@ -1,0 +1,352 @@
+"""The simulator's HTTP side: Replicate's prediction API, output files and control endpoints."""
+
+import json
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+from .engine import TERMINAL, Engine, Faults, InvalidInput, UnknownModel
+from .images import OUTPUT_FORMATS
+
+# (method, path, endpoint); the endpoint names the handler method and the stats key.
+ROUTES = [
+    (method, re.compile(path), endpoint)
+    for method, path, endpoint in (
+        ("POST", r"/v1/models/(?P<owner>[^/]+)/(?P<name>[^/]+)/predictions", "create"),
+        ("POST", r"/v1/predictions", "create"),
+        ("GET", r"/v1/predictions", "list"),
+        ("GET", r"/v1/predictions/(?P<prediction_id>[^/]+)", "get"),
+        ("POST", r"/v1/predictions/(?P<prediction_id>[^/]+)/cancel", "cancel"),
+        ("GET", r"/files/(?P<prediction_id>[^/]+)/out-(?P<index>\d+)\.(?P<extension>\w+)", "file"),
+        ("GET", r"/_simulator/faults", "faults"),
+        ("POST", r"/_simulator/faults", "faults"),
+        ("GET", r"/_simulator/stats", "stats"),
+    )
+]
+API_ENDPOINTS = {"create", "list", "get", "cancel"}
+COUNTED_ENDPOINTS = API_ENDPOINTS | {"file"}
+MAX_WAIT = 60  # Replicate holds a `Prefer: wait` request at most this many seconds
+
+GATEWAY_PAGES = {
+    502: "502 Bad Gateway",
+    503: "503 Service Temporarily Unavailable",
+    504: "504 Gateway Time-out",
+}
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_reply(status: int, data: Any, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, json.dumps(data).encode(), headers=headers or {})
+
+
+def problem(status: int, detail: str, title: str | None = None) -> Reply:
+    """An error body as Replicate sends it; its authentication and lookup errors have no title."""
+    data = {"title": title} if title else {}
+    return json_reply(status, data | {"detail": detail, "status": status})
+
+
+def server_error(status: int) -> Reply:
+    """What a client sees when the provider or a proxy in front of it breaks."""
+    if status in GATEWAY_PAGES:
+        page = GATEWAY_PAGES[status]
+        html = f"<html><head><title>{page}</title></head><body><h1>{page}</h1></body></html>\n"
+        return Reply(status, html.encode(), "text/html")
+    return problem(status, "Something went wrong on our end.", "Internal Server Error")
+
+
+class Simulator:
+    """A Replicate-format provider on a real socket, for demos and tests.
+
+    Use it as `with Simulator(speed=50) as sim:` and point clients at `sim.base_url`
+    (or `sim.url` for the official `replicate` client, which adds `/v1` itself).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        speed: float = 1.0,
+        retention: float = 3600.0,
+        token: str | None = None,
+        public_url: str | None = None,
+        faults: Faults | None = None,
+        seed: int | None = None,
+        verbose: bool = False,
+    ):
+        if speed <= 0:
+            raise ValueError("speed must be above 0")
+        self.host = host
+        self.port = port
+        self.token = token
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.verbose = verbose
+        self.engine = Engine(speed, retention, faults or Faults(), seed)
+        # Set on stop, so stalled requests and `Prefer: wait` holds end at once.
+        self.stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def faults(self) -> Faults:
+        """The live fault settings; change their attributes to change behaviour."""
+        return self.engine.faults
+
+    def stats(self) -> dict[str, Any]:
+        return self.engine.stats()
+
+    def start(self) -> Self:
+        """Listen (on a free port if port is 0) and serve from a daemon thread."""
+        self._server = _Server((self.host, self.port), self)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # how long stop() waits for the loop to notice
+            name=f"simulator-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class _Server(ThreadingHTTPServer):
+    # Room for a burst of connections from many workers polling at once.
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], simulator: Simulator):
+        super().__init__(address, _Handler)
+        self.simulator = simulator
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "DarkroomSimulator/1.0"
+    # An idle keep-alive connection holds a thread; let it go after a while.
+    timeout = 60
+    server: _Server
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.simulator.verbose:
+            super().log_message(format, *args)
+
+    @property
+    def simulator(self) -> Simulator:
+        return self.server.simulator
+
+    @property
+    def engine(self) -> Engine:
+        return self.server.simulator.engine
+
+    def _handle(self, method: str) -> None:
+        # Read the body even when refusing the request, or keep-alive would parse it as the next.
+        self.body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.simulator.stopping.is_set():
+            self.close_connection = True
+            return
+        endpoint, params, reply = self._route(method, urlsplit(self.path).path.rstrip("/"))
+        counted = endpoint in COUNTED_ENDPOINTS
+        if counted:
+            # Counted on arrival, so a stalled request shows in the stats while it hangs.
+            self.engine.count_request(endpoint)
+        if endpoint in API_ENDPOINTS:
+            reply = self._serve_api(endpoint, params)
+        elif endpoint is not None:
+            reply = getattr(self, f"_{endpoint}")(**params)
+        if counted and reply is not None:
+            # Before the reply leaves, so a client that reads the stats next sees this response.
+            self.engine.count_response(reply.status)
+        self._send(reply)
+
+    def _route(self, method: str, path: str) -> tuple[str | None, dict[str, str], Reply | None]:
+        """The endpoint and its path parameters, or an error reply."""
+        known_path = False
+        for route_method, pattern, endpoint in ROUTES:
+            match = pattern.fullmatch(path)
+            if match and route_method == method:
+                return endpoint, match.groupdict(), None
+            known_path = known_path or match is not None
+        if known_path:
+            return None, {}, problem(405, f'Method "{method}" not allowed.')
+        return None, {}, problem(404, "Not found.")
+
+    def _serve_api(self, endpoint: str, params: dict[str, str]) -> Reply | None:
+        """Authenticate, inject any fault, and answer; None means hang up without a reply."""
+        refusal = self._authenticate()
+        if refusal is not None:
+            return refusal
+        faults = self.engine.faults
+        fault = self.engine.draw_fault(endpoint)
+        kind = fault.kind if fault else None
+        if kind == "rate_limit":
+            return self._throttled(faults.retry_after)
+        if kind == "slow" and not self._pause(faults.slow_seconds):
+            return None
+
+        lost_before_commit = (
+            endpoint == "create"
+            and kind in ("server_error", "stall")
+            and not faults.create_error_after_commit
+        )
+        if lost_before_commit:
+            reply = server_error(fault.status)
+        else:
+            reply = getattr(self, f"_{endpoint}")(**params)
+
+        if kind == "server_error":
+            return server_error(fault.status)
+        if kind == "stall" and not self._pause(faults.stall_seconds):
+            return None
+        if kind == "malformed":
+            return Reply(reply.status, reply.body[: len(reply.body) // 2], reply.content_type)
+        return reply
+
+    def _authenticate(self) -> Reply | None:
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        if scheme != "Bearer" or not token.strip():
+            return problem(401, "You did not pass an authentication token")
+        if self.simulator.token is not None and token.strip() != self.simulator.token:
+            return problem(401, "Invalid token.")
+        return None
+
+    def _throttled(self, retry_after: float) -> Reply:
+        seconds = max(1, math.ceil(retry_after))
+        detail = f"Request was throttled. Expected available in {seconds} second"
+        detail += "." if seconds == 1 else "s."
+        return json_reply(
+            429, {"detail": detail, "status": 429}, {"Retry-After": f"{retry_after:g}"}
+        )
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait; False if the simulator stopped meanwhile."""
+        return not self.simulator.stopping.wait(seconds)
+
+    def _file_base(self) -> str:
+        if self.simulator.public_url:
+            return self.simulator.public_url
+        host, port = self.server.server_address[:2]
+        return f"http://{self.headers.get('Host') or f'{host}:{port}'}"
+
+    def _create(self, owner: str | None = None, name: str | None = None) -> Reply:
+        try:
+            body = json.loads(self.body or b"{}")
+        except ValueError as error:
+            return problem(400, f"The request body is not valid JSON: {error}", "Invalid JSON")
+        if not isinstance(body, dict):
+            return problem(400, "The request body must be a JSON object.", "Invalid JSON")
+        version = body.get("version")
+        if not owner and (not isinstance(version, str) or not version):
+            return problem(422, "- version: version is required", "Input validation failed")
+        try:
+            model = f"{owner}/{name}" if owner else self.engine.resolve_version(version)
+            prediction = self.engine.create(model, body.get("input", {}), self._file_base())
+        except UnknownModel as error:
+            return problem(404, str(error), "Not found")
+        except InvalidInput as error:
+            return problem(422, str(error), "Input validation failed")
+        wait = self._prefer_wait()
+        if wait:
+            prediction = self._hold_until_terminal(prediction, wait)
+        return json_reply(201, prediction)
+
+    def _prefer_wait(self) -> int:
+        """Seconds asked for by `Prefer: wait` (all of them) or `Prefer: wait=N`; 0 if none."""
+        match = re.search(r"\bwait(?:=(\d+))?", self.headers.get("Prefer", ""))
+        if match is None:
+            return 0
+        return min(int(match[1] or MAX_WAIT), MAX_WAIT)
+
+    def _hold_until_terminal(self, prediction: dict[str, Any], seconds: float) -> dict[str, Any]:
+        deadline = time.monotonic() + seconds
+        while prediction["status"] not in TERMINAL:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._pause(min(left, 0.05)):
+                break
+            prediction = self.engine.get(prediction["id"], self._file_base())
+        return prediction
+
+    def _get(self, prediction_id: str) -> Reply:
+        prediction = self.engine.get(prediction_id, self._file_base())
+        return json_reply(200, prediction) if prediction else problem(404, "Not found.")
+
+    def _cancel(self, prediction_id: str) -> Reply:
+        prediction = self.engine.cancel(prediction_id, self._file_base())
+        return json_reply(200, prediction) if prediction else problem(404, "Not found.")
+
+    def _list(self) -> Reply:
+        results = self.engine.newest_first(self._file_base())
+        return json_reply(200, {"next": None, "previous": None, "results": results})
+
+    def _file(self, prediction_id: str, index: str, extension: str) -> Reply:
+        image = self.engine.output_file(prediction_id, int(index), extension)
+        if image is None:
+            return problem(404, "Not found.")
+        return Reply(200, image, OUTPUT_FORMATS[extension][1])
+
+    def _faults(self) -> Reply:
+        if self.command == "GET":
+            return json_reply(200, self.engine.faults.as_json())
+        try:
+            changes = json.loads(self.body or b"{}")
+            if not isinstance(changes, dict):
+                raise ValueError("the body must be a JSON object of fault settings")
+            return json_reply(200, self.engine.update_faults(changes))
+        except ValueError as error:
+            return problem(400, str(error), "Invalid faults")
+
+    def _stats(self) -> Reply:
+        return json_reply(200, self.engine.stats())
+
+    def _send(self, reply: Reply | None) -> None:
+        if reply is None:
+            self.close_connection = True
+            return
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.body)))
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(reply.body)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up, usually on a stall; there is no one left to answer.
+            self.close_connection = True

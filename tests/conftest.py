@@ -1,0 +1,182 @@
+"""Fixtures: a simulator on a free port, real Celery workers, and a scheduler that ticks like beat.
+
+Nothing here patches Darkroom's code: the provider is the simulator over a real socket, and work
+is done by real workers consuming a real broker (Redis when REDIS_URL is set, else the embedded
+filesystem broker), each test session on a queue of its own.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.conf import settings as django_settings
+from django.db import connection
+
+from dashboard.celery import app as celery_app
+from predictions.models import RUNNING, Prediction
+from predictions.simulator import Faults, Simulator
+from predictions.tasks import dispatch_due
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def simulator(settings) -> Iterator[Simulator]:
+    """A fast simulator (jobs of about a second) that Darkroom's demo provider points at."""
+    sim = Simulator(speed=40.0, seed=1234, faults=Faults()).start()
+    settings.PROVIDERS = {
+        **django_settings.PROVIDERS,
+        "simulator": {**django_settings.PROVIDERS["simulator"], "base_url": sim.base_url},
+    }
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def celery_queue() -> Iterator[str]:
+    """This session's queue (see tests/settings.py), deleted with whatever is left in it."""
+    queue = celery_app.conf.task_default_queue
+    yield queue
+    with celery_app.connection_for_write() as conn:
+        conn.default_channel.queue_delete(queue)
+
+
+@pytest.fixture
+def worker(transactional_db, celery_queue, simulator) -> Iterator[None]:
+    """A real Celery worker in this process, consuming the test queue with four threads."""
+    with start_worker(
+        celery_app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        queues=[celery_queue],
+        loglevel="WARNING",
+    ):
+        yield
+
+
+@pytest.fixture
+def scheduler(celery_queue) -> Iterator[None]:
+    """Sends `dispatch_due` every 0.2 s through the broker, as celery beat does in production."""
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.2):
+            dispatch_due.delay()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join()
+
+
+class WorkerProcess:
+    """`celery worker` as a separate OS process, so a test can kill it like a crashed host."""
+
+    def __init__(self, queue: str, simulator: Simulator) -> None:
+        db = connection.settings_dict
+        if db["ENGINE"].endswith("sqlite3"):
+            database_url = f"sqlite:///{db['NAME']}"
+        else:
+            database_url = (
+                f"postgres://{db['USER']}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}"
+                f"/{db['NAME']}"
+            )
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": database_url,
+            "SIMULATOR_URL": simulator.base_url,
+        }
+        self.queue = queue
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "WorkerProcess":
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "dashboard",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                "4",
+                "--queues",
+                self.queue,
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=BASE_DIR,
+            env=self.env,
+            start_new_session=True,
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the worker gets no chance to finish or acknowledge anything."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def worker_process(transactional_db, celery_queue, simulator) -> Iterator[Callable]:
+    """Starts worker processes on demand; stops whatever is left at the end of the test."""
+    started: list[WorkerProcess] = []
+
+    def start() -> WorkerProcess:
+        started.append(WorkerProcess(celery_queue, simulator).start())
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0, message: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message or condition}")
+
+
+def wait_until_finished(*predictions: Prediction, timeout: float = 20.0) -> None:
+    pks = [p.pk for p in predictions]
+
+    def all_finished() -> bool:
+        return not Prediction.objects.filter(pk__in=pks, status__in=RUNNING).exists()
+
+    wait_for(all_finished, timeout, f"predictions {pks} to finish")
+    for prediction in predictions:
+        prediction.refresh_from_db()
+
+
+def make_prediction(prompt: str = "a lighthouse at dusk", **fields) -> Prediction:
+    """A saved prediction, due to be sent, as the submit view leaves it."""
+    fields.setdefault("provider", "simulator")
+    fields.setdefault("model", "black-forest-labs/flux-schnell")
+    fields.setdefault("input", {"prompt": prompt})
+    return Prediction.objects.create(**fields)

@@ -1,0 +1,162 @@
+"""A prediction's transitions: conditional, monotonic, and scheduled by the database."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from predictions.models import Prediction, next_poll_interval, trim_nanoseconds
+
+from .conftest import make_prediction
+
+pytestmark = pytest.mark.django_db
+
+SEED_EXAMPLE = {
+    "id": "t2s7f615pdrm40ck09v88sm224",
+    "model": "black-forest-labs/flux-schnell",
+    "version": "dp-4d0bcc010b3049749a251855f12800be",
+    "input": {"prompt": "black forest gateau cake"},
+    "logs": "Using seed: 60392\n100%|██████████| 4/4 [00:00<00:00, 14.34it/s]\n",
+    "output": ["https://replicate.delivery/yhqm/ET5pE6/out-0.webp"],
+    "data_removed": False,
+    "error": None,
+    "status": "succeeded",
+    "created_at": "2024-11-06T17:11:57.619Z",
+    "started_at": "2024-11-06T17:11:57.625316416Z",
+    "completed_at": "2024-11-06T17:11:58.232302833Z",
+    "urls": {
+        "cancel": "https://api.replicate.com/v1/predictions/t2s7f615pdrm40ck09v88sm224/cancel",
+        "get": "https://api.replicate.com/v1/predictions/t2s7f615pdrm40ck09v88sm224",
+    },
+    "metrics": {"image_count": 1, "predict_time": 0.606986414},
+}
+
+
+def with_status(status: str, **changes) -> dict:
+    return {**SEED_EXAMPLE, "status": status, **changes}
+
+
+def test_the_seed_documents_example_maps_onto_every_field():
+    prediction = make_prediction(status="processing", provider_id=SEED_EXAMPLE["id"])
+
+    assert prediction.apply_remote(SEED_EXAMPLE)
+
+    prediction.refresh_from_db()
+    assert prediction.status == "succeeded"
+    assert prediction.version == SEED_EXAMPLE["version"]
+    assert prediction.logs == SEED_EXAMPLE["logs"]
+    assert prediction.output_urls == SEED_EXAMPLE["output"]
+    assert prediction.predict_time == pytest.approx(0.606986414)
+    assert prediction.image_count == 1
+    assert prediction.started_at.microsecond == 625316
+    assert prediction.run_time == timedelta(microseconds=606986)
+    assert prediction.urls["get"].startswith("https://api.replicate.com")
+    assert prediction.next_poll_at is None
+
+
+def test_a_late_result_never_moves_a_finished_prediction_back():
+    prediction = make_prediction(status="processing", provider_id=SEED_EXAMPLE["id"])
+    prediction.apply_remote(SEED_EXAMPLE)
+
+    assert not prediction.apply_remote(with_status("processing", logs="stale"))
+
+    prediction.refresh_from_db()
+    assert prediction.status == "succeeded"
+    assert prediction.logs == SEED_EXAMPLE["logs"]
+
+
+def test_a_late_starting_result_never_moves_a_processing_prediction_back():
+    prediction = make_prediction(status="processing", provider_id=SEED_EXAMPLE["id"])
+
+    assert not prediction.apply_remote(with_status("starting"))
+    assert prediction.apply_remote(with_status("processing"))
+
+
+def test_aborted_is_final():
+    prediction = make_prediction(status="processing", provider_id=SEED_EXAMPLE["id"])
+
+    assert prediction.apply_remote(with_status("aborted", output=None))
+    assert not prediction.apply_remote(SEED_EXAMPLE)
+
+    prediction.refresh_from_db()
+    assert prediction.status == "aborted"
+    assert not prediction.is_running
+
+
+def test_an_unknown_remote_status_is_not_stored_and_counts_as_a_poll_error():
+    prediction = make_prediction(status="processing", provider_id=SEED_EXAMPLE["id"])
+
+    assert not prediction.apply_remote(with_status("exploded"))
+
+    prediction.refresh_from_db()
+    assert prediction.status == "processing"
+    assert prediction.consecutive_errors == 1
+    assert "exploded" in prediction.last_error
+
+
+def test_a_due_prediction_is_claimed_by_one_dispatcher_only():
+    prediction = make_prediction()
+
+    first = Prediction.claim_due(limit=10)
+    second = Prediction.claim_due(limit=10)
+
+    assert first == [(prediction.pk, 1)]
+    assert second == []
+
+
+def test_a_stale_claim_cannot_take_the_prediction():
+    prediction = make_prediction()
+    [(pk, claim)] = Prediction.claim_due(limit=10)
+    Prediction.objects.filter(pk=pk).update(next_poll_at=timezone.now())
+    [(_, newer)] = Prediction.claim_due(limit=10)
+
+    assert Prediction.take(pk, claim) is None
+    assert Prediction.take(pk, newer) == prediction
+
+
+def test_an_expired_lease_is_claimed_again():
+    make_prediction()
+    Prediction.claim_due(limit=10)
+    Prediction.objects.update(next_poll_at=timezone.now() - timedelta(seconds=1))
+
+    assert len(Prediction.claim_due(limit=10)) == 1
+
+
+def test_a_prediction_past_its_deadline_times_out_with_a_reason(settings):
+    settings.POLL_DEADLINE = 60
+    prediction = make_prediction(
+        status="processing",
+        provider_id="abc",
+        submitted_at=timezone.now() - timedelta(minutes=5),
+        last_error="Demo (simulator) did not answer in time (timed out).",
+    )
+    [(pk, claim)] = Prediction.claim_due(limit=10)
+
+    Prediction.take(pk, claim).advance(client=None)
+
+    prediction.refresh_from_db()
+    assert prediction.status == "timed_out"
+    assert "after 1 minutes" in prediction.error
+    assert "last seen: processing" in prediction.error
+    assert "did not answer in time" in prediction.error
+    assert prediction.next_poll_at is None
+
+
+def test_polls_come_fast_for_young_jobs_and_slow_down_with_age(settings):
+    settings.POLL_FIRST_INTERVAL = 1
+    settings.POLL_MAX_INTERVAL = 30
+    settings.POLL_AGE_FACTOR = 0.25
+
+    young = next_poll_interval(timedelta(seconds=2)).total_seconds()
+    middle = next_poll_interval(timedelta(seconds=40)).total_seconds()
+    old = next_poll_interval(timedelta(hours=1)).total_seconds()
+
+    assert 0.8 <= young <= 1.2
+    assert 8 <= middle <= 12
+    assert 24 <= old <= 36
+
+
+def test_nanosecond_timestamps_are_trimmed_to_microseconds():
+    assert trim_nanoseconds("2024-11-06T17:11:58.232302833Z") == "2024-11-06T17:11:58.232302Z"
+    assert trim_nanoseconds("2024-11-06T17:11:57.619Z") == "2024-11-06T17:11:57.619Z"
+    assert trim_nanoseconds("2024-11-06T17:11:57Z") == "2024-11-06T17:11:57Z"
