@@ -1,8 +1,10 @@
 """A prediction's transitions: conditional, monotonic, and scheduled by the database."""
 
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from predictions.models import Prediction, next_poll_interval, trim_nanoseconds
@@ -160,3 +162,27 @@ def test_nanosecond_timestamps_are_trimmed_to_microseconds():
     assert trim_nanoseconds("2024-11-06T17:11:58.232302833Z") == "2024-11-06T17:11:58.232302Z"
     assert trim_nanoseconds("2024-11-06T17:11:57.619Z") == "2024-11-06T17:11:57.619Z"
     assert trim_nanoseconds("2024-11-06T17:11:57Z") == "2024-11-06T17:11:57Z"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_dispatchers_never_claim_one_prediction_twice():
+    for n in range(40):
+        make_prediction(f"contended {n}")
+    claimed: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def dispatch() -> None:
+        barrier.wait()
+        try:
+            for _ in range(5):
+                claimed.extend(pk for pk, _ in Prediction.claim_due(limit=7))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=dispatch) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(claimed) == sorted(Prediction.objects.values_list("pk", flat=True))
