@@ -21,7 +21,10 @@ RUN mkdir -p var && chown darkroom:darkroom var
 USER darkroom
 
 # With production settings, so the collected files match what the running app expects.
-RUN DARKROOM_PRODUCTION=true SECRET_KEY=collectstatic-only python manage.py collectstatic --no-input
+# Throwaway secrets: collectstatic reads settings, which require them in production.
+RUN DARKROOM_PRODUCTION=true SECRET_KEY=collectstatic-only \
+    DARKROOM_ENCRYPTION_KEYS="$(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" \
+    python manage.py collectstatic --no-input
 
 EXPOSE 8000
 CMD ["gunicorn", "dashboard.wsgi", "--bind", "0.0.0.0:8000", "--access-logfile", "-"]

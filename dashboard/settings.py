@@ -4,11 +4,17 @@ Every variable is listed in the README's configuration table. A malformed value 
 with a message naming the variable, rather than running with a silently different setting.
 """
 
+import base64
+import hashlib
 import os
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("DARKROOM_VAR_DIR", BASE_DIR / "var"))
@@ -50,12 +56,47 @@ def env_int(name: str, default: int) -> int:
     return int(number)
 
 
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_rate(name: str, default: str) -> tuple[int, int]:
+    """A rate limit written as "count/seconds", e.g. "30/60" for 30 a minute."""
+    value = env_str(name, default)
+    count, _, seconds = value.partition("/")
+    if not (count.isdigit() and seconds.isdigit() and int(count) > 0 and int(seconds) > 0):
+        raise ImproperlyConfigured(f"{name} must be count/seconds like 30/60, not {value!r}")
+    return int(count), int(seconds)
+
+
 PRODUCTION = env_bool("DARKROOM_PRODUCTION", False)
 DEBUG = env_bool("DEBUG", not PRODUCTION)
 SECRET_KEY = env_str("SECRET_KEY") or ("" if PRODUCTION else "darkroom-development-only-key")
 if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set when DARKROOM_PRODUCTION is on")
 ALLOWED_HOSTS = env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
+
+# Provider credentials are stored encrypted with Fernet. The first key encrypts, every key
+# decrypts, so a new key is put first and an old one dropped once nothing uses it any more.
+ENCRYPTION_KEYS = env_list("DARKROOM_ENCRYPTION_KEYS")
+if not ENCRYPTION_KEYS and PRODUCTION:
+    raise ImproperlyConfigured(
+        "DARKROOM_ENCRYPTION_KEYS must be set when DARKROOM_PRODUCTION is on; generate a key with: "
+        'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+    )
+if not ENCRYPTION_KEYS:
+    # Development only: stable across restarts, and changes (unreadable secrets) with SECRET_KEY.
+    derived = hashlib.sha256(f"darkroom-encryption:{SECRET_KEY}".encode()).digest()
+    ENCRYPTION_KEYS = [base64.urlsafe_b64encode(derived).decode()]
+for position, key in enumerate(ENCRYPTION_KEYS, start=1):
+    try:
+        Fernet(key)
+    except ValueError:
+        # The key itself is never part of the message: start-up errors end up in logs.
+        raise ImproperlyConfigured(
+            f"DARKROOM_ENCRYPTION_KEYS: key {position} of {len(ENCRYPTION_KEYS)} is not a "
+            "Fernet key (32 url-safe base64-encoded bytes)"
+        ) from None
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -65,15 +106,19 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "accounts",
     "predictions",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Early, so responses made by the middleware below (CSRF failures, redirects) carry it too.
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.TeamMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -90,6 +135,7 @@ TEMPLATES = [
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
+                "django.template.context_processors.csp",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "predictions.context_processors.provider",
@@ -117,6 +163,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-darkroom.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "predictions:index"
+LOGOUT_REDIRECT_URL = "accounts:login"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -231,3 +281,104 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": DISPATCH_INTERVAL * 5},
     },
 }
+
+# --- Web security ----------------------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = 365 * 24 * 3600
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    # Only behind a proxy that sets this header itself: otherwise any client could claim HTTPS.
+    if env_bool("TRUST_X_FORWARDED_PROTO", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Browsers load output images straight from the provider, so those hosts are image sources: the
+# simulator, and replicate.delivery (Replicate's outputs, and CometAPI's, which are Replicate's).
+simulator_url = urlsplit(PROVIDERS["simulator"]["base_url"])
+CSP_IMG_SOURCES = env_list(
+    "CSP_IMG_SOURCES",
+    f"{simulator_url.scheme}://{simulator_url.netloc},https://replicate.delivery,"
+    "https://*.replicate.delivery",
+)
+for source in CSP_IMG_SOURCES:
+    # Anything else (a quote, a ";") would change the policy rather than add a host to it.
+    if not re.fullmatch(r"https?://(\[[0-9a-fA-F:]+\]|[\w.*-]+)(:(\d+|\*))?", source):
+        raise ImproperlyConfigured(
+            f"CSP_IMG_SOURCES entries must be origins like https://images.example.com, "
+            f"not {source!r}"
+        )
+# Scripts only from our own static files, and only from tags this response rendered: htmx runs
+# with allowEval off and never executes scripts found in swapped HTML (templates/base.html).
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:", *CSP_IMG_SOURCES],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
+
+# --- Email -----------------------------------------------------------------------------------
+# Mail (password resets) goes out by SMTP when EMAIL_HOST is set. Without it development prints
+# mail to the console, and production hands it to a mail server on localhost:25, Django's own
+# default: a console mailer in production loses mail, and Django's deploy check refuses it.
+# Django 6.1's MAILERS replaces the EMAIL_* settings, so none of those is defined here.
+email_host = env_str("EMAIL_HOST")
+if email_host or PRODUCTION:
+    MAILERS = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {
+                "host": email_host or "localhost",
+                "port": env_int("EMAIL_PORT", 587 if email_host else 25),
+                "username": env_str("EMAIL_HOST_USER"),
+                "password": env_str("EMAIL_HOST_PASSWORD"),
+                "use_tls": env_bool("EMAIL_USE_TLS", bool(email_host)),
+                # Mail is sent inside a web request: a dead server must not hold it forever.
+                "timeout": 10,
+            },
+        }
+    }
+else:
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Darkroom <darkroom@localhost>")
+
+# --- Cache and rate limits -------------------------------------------------------------------
+# The cache holds the rate-limit counters, so every web process must see the same one: Redis
+# when there is one, else files under var/ (shared by the processes of one machine, which
+# locmem is not). The prefix keeps cache keys apart from Celery's in a shared Redis database.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "darkroom",
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+            # Past MAX_ENTRIES the file cache deletes random entries, counters included; the
+            # default of 300 would let a burst of new usernames wipe everyone's counters.
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
+        }
+    }
+# (count, seconds): failed sign-ins per username and per client address; submissions per
+# member and per team.
+LOGIN_RATE_LIMIT = env_rate("LOGIN_RATE_LIMIT", "5/900")
+LOGIN_RATE_LIMIT_IP = env_rate("LOGIN_RATE_LIMIT_IP", "20/900")
+SUBMIT_RATE_LIMIT_MEMBER = env_rate("SUBMIT_RATE_LIMIT_MEMBER", "30/60")
+SUBMIT_RATE_LIMIT_TEAM = env_rate("SUBMIT_RATE_LIMIT_TEAM", "120/60")

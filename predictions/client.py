@@ -58,16 +58,23 @@ class Provider:
     token: str
 
     @classmethod
-    def named(cls, name: str) -> "Provider":
+    def named(cls, name: str, token: str | None = None) -> "Provider":
+        """The configured provider `name`, with `token` (a team's key) or the deployment's."""
         config = settings.PROVIDERS.get(name)
         if config is None:
             choices = ", ".join(settings.PROVIDERS)
             raise ProviderNotConfigured(f"Unknown provider {name!r}: choose one of {choices}.")
-        if not config["token"]:
+        token = token or config["token"]
+        if not token:
             raise ProviderNotConfigured(
-                f"{config['label']} has no API key configured: set {config['key_variable']}."
+                f"{config['label']} has no API key: a team owner can add one under Provider "
+                f"keys, or the deployment can set {config['key_variable']}."
             )
-        return cls(name, config["label"], config["base_url"].rstrip("/"), config["token"])
+        return cls(name, config["label"], config["base_url"].rstrip("/"), token)
+
+    def __repr__(self) -> str:
+        # Never show the token, in logs, tracebacks or the debugger.
+        return f"Provider({self.name!r}, {self.base_url!r})"
 
     @property
     def is_demo(self) -> bool:

@@ -4,7 +4,9 @@ import uuid
 from django import forms
 from django.conf import settings
 
-from .client import MODEL_RE, Provider, ProviderNotConfigured
+from accounts.models import Team
+
+from .client import MODEL_RE, ProviderNotConfigured
 
 
 def provider_choices() -> list[tuple[str, str]]:
@@ -34,14 +36,15 @@ class PredictionForm(forms.Form):
     # Rendered once per form: a double-clicked or replayed submit carries the same key.
     request_key = forms.UUIDField(widget=forms.HiddenInput, initial=uuid.uuid4)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, team: Team, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["provider"].initial = settings.DEFAULT_PROVIDER
+        self.team = team
+        self.fields["provider"].initial = team.default_provider()
 
     def clean_provider(self) -> str:
         name = self.cleaned_data["provider"]
         try:
-            Provider.named(name)
+            self.team.provider(name)
         except ProviderNotConfigured as exc:
             raise forms.ValidationError(str(exc)) from None
         return name

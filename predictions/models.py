@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .client import Provider, ProviderClient, ProviderError
+from .client import Provider, ProviderClient, ProviderError, ProviderNotConfigured
 
 
 class Status(models.TextChoices):
@@ -68,6 +68,7 @@ def error_backoff(errors: int, retry_after: float | None) -> timedelta:
 
 class Prediction(models.Model):
     # Who and where.
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="predictions")
     submitted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
@@ -117,8 +118,8 @@ class Prediction(models.Model):
                 condition=Q(next_poll_at__isnull=False),
                 name="prediction_due_idx",
             ),
-            # The history list: newest first.
-            models.Index(fields=["-submitted_at", "-id"], name="prediction_recent_idx"),
+            # A team's history: newest first.
+            models.Index(fields=["team", "-submitted_at", "-id"], name="prediction_recent_idx"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -146,12 +147,10 @@ class Prediction(models.Model):
 
     @property
     def output_urls(self) -> list[str]:
+        """The output's web URLs; anything else a provider put there is not shown."""
         output = self.output
-        if isinstance(output, str):
-            return [output]
-        if isinstance(output, list):
-            return [url for url in output if isinstance(url, str)]
-        return []
+        urls = [output] if isinstance(output, str) else output if isinstance(output, list) else []
+        return [u for u in urls if isinstance(u, str) and u.startswith(("https://", "http://"))]
 
     @property
     def provider_label(self) -> str:
@@ -174,7 +173,7 @@ class Prediction(models.Model):
         return None
 
     def get_provider(self) -> Provider:
-        return Provider.named(self.provider)
+        return self.team.provider(self.provider)
 
     # --- Scheduling ------------------------------------------------------------------------
 
@@ -281,20 +280,21 @@ class Prediction(models.Model):
     # --- Polling ---------------------------------------------------------------------------
 
     def poll(self, client: ProviderClient) -> None:
-        try:
-            payload = client.get(self.get_provider(), self.provider_id)
-        except ProviderError as exc:
-            self.poll_failed(exc)
-        except ValueError as exc:
-            self._finish(Status.FAILED, error=str(exc))
-        else:
-            self.apply_remote(payload)
+        self._call_provider(client.get)
 
     def cancel_remote(self, client: ProviderClient) -> None:
+        self._call_provider(client.cancel)
+
+    def _call_provider(self, method) -> None:
         try:
-            payload = client.cancel(self.get_provider(), self.provider_id)
+            payload = method(self.get_provider(), self.provider_id)
         except ProviderError as exc:
             self.poll_failed(exc)
+        except ProviderNotConfigured as exc:
+            # The team's key was removed mid-flight: keep trying until one is back or the deadline.
+            self.poll_failed(ProviderError(str(exc), retryable=True))
+        except ValueError as exc:
+            self._finish(Status.FAILED, error=str(exc))
         else:
             self.apply_remote(payload)
 

@@ -11,20 +11,34 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
 from django.db import connection
 
+from accounts.models import Membership, Role, Team
 from dashboard.celery import app as celery_app
 from predictions.models import RUNNING, Prediction
 from predictions.simulator import Faults, Simulator
 from predictions.tasks import dispatch_due
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+User = get_user_model()
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(settings) -> None:
+    """A cache namespace of each test's own: no rate-limit counts leak between tests, and
+    nothing flushes Redis, which may carry the broker's messages too."""
+    settings.CACHES = {
+        alias: {**config, "KEY_PREFIX": uuid.uuid4().hex}
+        for alias, config in django_settings.CACHES.items()
+    }
 
 
 @pytest.fixture
@@ -35,6 +49,9 @@ def simulator(settings) -> Iterator[Simulator]:
         **django_settings.PROVIDERS,
         "simulator": {**django_settings.PROVIDERS["simulator"], "base_url": sim.base_url},
     }
+    # As SIMULATOR_URL would: the pages may show images from the simulator's origin.
+    csp = django_settings.SECURE_CSP
+    settings.SECURE_CSP = {**csp, "img-src": [*csp["img-src"], sim.url]}
     yield sim
     sim.stop()
 
@@ -174,8 +191,37 @@ def wait_until_finished(*predictions: Prediction, timeout: float = 20.0) -> None
         prediction.refresh_from_db()
 
 
+def make_team(name: str = "Studio") -> Team:
+    return Team.objects.get_or_create(name=name)[0]
+
+
+def make_user(username: str, team: Team | None = None, role: str = Role.MEMBER):
+    user = User.objects.create_user(username, f"{username}@example.com", "correct horse 42")
+    if team is not None:
+        Membership.objects.create(team=team, user=user, role=role)
+    return user
+
+
+@pytest.fixture
+def team(db) -> Team:
+    return make_team()
+
+
+@pytest.fixture
+def member(team):
+    return make_user("mia", team, Role.MEMBER)
+
+
+@pytest.fixture
+def client(client, member):
+    """A browser signed in as a member of the Studio team."""
+    client.force_login(member)
+    return client
+
+
 def make_prediction(prompt: str = "a lighthouse at dusk", **fields) -> Prediction:
-    """A saved prediction, due to be sent, as the submit view leaves it."""
+    """A saved prediction of the Studio team, due to be sent, as the submit view leaves it."""
+    fields.setdefault("team", make_team())
     fields.setdefault("provider", "simulator")
     fields.setdefault("model", "black-forest-labs/flux-schnell")
     fields.setdefault("input", {"prompt": prompt})

@@ -34,11 +34,20 @@ def page():
         browser.close()
 
 
+def sign_in(page, url: str, username: str) -> None:
+    page.goto(url)
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill("correct horse 42")
+    page.get_by_role("button", name="Sign in").click()
+
+
 @pytest.mark.usefixtures("worker", "scheduler")
 def test_a_prediction_submitted_in_the_browser_updates_live_until_its_image_shows(
-    live_server, page
+    live_server, page, member
 ):
-    page.goto(live_server.url)
+    csp_violations = []
+    page.on("console", lambda m: "Content Security Policy" in m.text and csp_violations.append(m))
+    sign_in(page, live_server.url, member.username)
     page.get_by_label("Prompt").fill("a lighthouse in a storm")
     page.get_by_role("button", name="Generate").click()
 
@@ -47,8 +56,11 @@ def test_a_prediction_submitted_in_the_browser_updates_live_until_its_image_show
     sync_api.expect(status).to_contain_text("Succeeded")
     sync_api.expect(page.locator(".outputs img")).to_have_count(1)
     sync_api.expect(page.locator(".logs")).to_contain_text("100%|")
-    page.wait_for_function("document.querySelector('.outputs img').naturalWidth > 0")
+    sync_api.expect(page.locator(".outputs img")).to_have_js_property("complete", True)
+    assert page.locator(".outputs img").evaluate("img => img.naturalWidth") > 0
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+
+    assert csp_violations == []
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "prediction-detail.png", full_page=True)

@@ -1,0 +1,214 @@
+"""Teams, the people in them, and what an owner may change: members, invites, credentials.
+
+Every prediction (and later output, board, price and budget) belongs to a team. Access is decided
+by the signed-in user's membership of the request's team; see `accounts.teams`.
+"""
+
+import secrets
+from datetime import timedelta
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.db import models, transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from predictions.client import Provider, ProviderNotConfigured
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    MEMBER = "member", "Member"
+    VIEWER = "viewer", "Viewer"
+
+
+# What each role may do, from least to most: a role may do everything the ones before it may.
+ROLE_ORDER = [Role.VIEWER, Role.MEMBER, Role.OWNER]
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=100)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def owners(self) -> models.QuerySet:
+        return self.memberships.filter(role=Role.OWNER)
+
+    def provider(self, name: str) -> Provider:
+        """The provider `name` with this team's key, else the deployment's key for it."""
+        credential = self.credentials.filter(provider=name).first()
+        return Provider.named(name, token=credential.secret() if credential else None)
+
+    def default_provider(self) -> str:
+        """The provider new predictions start with: the team's own key first."""
+        credential = self.credentials.order_by("updated_at").last()
+        return credential.provider if credential else settings.DEFAULT_PROVIDER
+
+
+class Membership(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    joined_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["team", "user__username"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "user"], name="membership_unique_team_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.get_role_display()})"
+
+    def allows(self, role: str) -> bool:
+        """True if this membership's role is `role` or above."""
+        return ROLE_ORDER.index(self.role) >= ROLE_ORDER.index(role)
+
+    @property
+    def can_submit(self) -> bool:
+        return self.allows(Role.MEMBER)
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == Role.OWNER
+
+
+def new_invite_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+INVITE_LIFETIME = timedelta(days=7)
+
+
+def invite_expiry():
+    return timezone.now() + INVITE_LIFETIME
+
+
+class Invite(models.Model):
+    """A single-use link that adds whoever opens it, signed in, to a team."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invites")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    token = models.CharField(max_length=64, unique=True, default=new_invite_token)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(default=invite_expiry)
+    used_at = models.DateTimeField(null=True, blank=True)
+    used_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Invite to {self.team} as {self.get_role_display()}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("accounts:accept_invite", args=[self.token])
+
+    @property
+    def is_usable(self) -> bool:
+        return self.used_at is None and timezone.now() < self.expires_at
+
+    def accept(self, user) -> Membership | None:
+        """Use the invite once: the user joins (or keeps a higher role). None if already used
+        or expired."""
+        with transaction.atomic():
+            taken = Invite.objects.filter(
+                pk=self.pk, used_at=None, expires_at__gt=timezone.now()
+            ).update(used_at=timezone.now(), used_by=user)
+            if not taken:
+                return None
+            membership, created = Membership.objects.get_or_create(
+                team=self.team, user=user, defaults={"role": self.role}
+            )
+            if created:
+                AuditEvent.record(self.team, user, "member_joined", f"{user} joined as {self.role}")
+        return membership
+
+
+def fernet() -> MultiFernet:
+    return MultiFernet([Fernet(key) for key in settings.ENCRYPTION_KEYS])
+
+
+class ProviderCredential(models.Model):
+    """A team's key for one provider, encrypted at rest; only its last 4 characters are shown."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="credentials")
+    provider = models.CharField(max_length=20)
+    secret_encrypted = models.TextField()
+    last4 = models.CharField(max_length=4)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "provider"], name="credential_unique_team_provider"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} key …{self.last4} for {self.team}"
+
+    @property
+    def masked(self) -> str:
+        return f"••••{self.last4}"
+
+    def set_secret(self, secret: str) -> None:
+        self.secret_encrypted = fernet().encrypt(secret.encode()).decode()
+        self.last4 = secret[-4:]
+
+    def secret(self) -> str:
+        try:
+            return fernet().decrypt(self.secret_encrypted.encode()).decode()
+        except InvalidToken:
+            raise ProviderNotConfigured(
+                f"The {self.provider} key of {self.team} cannot be decrypted with the "
+                "configured DARKROOM_ENCRYPTION_KEYS."
+            ) from None
+
+    def rotate(self) -> None:
+        """Re-encrypt with the first configured key (after adding a new key in front)."""
+        self.secret_encrypted = fernet().rotate(self.secret_encrypted.encode()).decode()
+        self.save(update_fields=["secret_encrypted"])
+
+
+class AuditEvent(models.Model):
+    """Who changed membership, roles or credentials, and when. Never holds a secret."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="audit_events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=40)
+    description = models.CharField(max_length=300)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The team's audit page: newest first.
+            models.Index(fields=["team", "-created_at"], name="audit_team_recent_idx")
+        ]
+
+    def __str__(self) -> str:
+        return self.description
+
+    @classmethod
+    def record(cls, team: Team, actor, action: str, description: str) -> "AuditEvent":
+        return cls.objects.create(
+            team=team, actor=actor, action=action, description=description[:300]
+        )

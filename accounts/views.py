@@ -1,0 +1,237 @@
+from django.contrib import messages
+from django.contrib.auth import get_user_model, login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LoginView
+from django.db import transaction
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+from django.views.decorators.http import require_POST
+
+from .forms import (
+    AccountForm,
+    CredentialForm,
+    InviteForm,
+    RoleForm,
+    SetupForm,
+    SignInForm,
+    SwitchTeamForm,
+    TeamForm,
+)
+from .models import AuditEvent, Invite, Membership, ProviderCredential, Role, Team
+from .teams import SESSION_KEY, for_team, switch_team, team_object_or_404, team_required
+
+User = get_user_model()
+
+sign_in_view = LoginView.as_view(
+    template_name="accounts/sign_in.html",
+    authentication_form=SignInForm,
+    redirect_authenticated_user=True,
+)
+
+
+def sign_in(request):
+    """Django's sign-in, except on a fresh install, which first needs its first owner."""
+    if not User.objects.exists():
+        return redirect("accounts:setup")
+    return sign_in_view(request)
+
+
+def create_team(user, name: str) -> Team:
+    team = Team.objects.create(name=name)
+    Membership.objects.create(team=team, user=user, role=Role.OWNER)
+    AuditEvent.record(team, user, "team_created", f"{user} created the team {name}")
+    return team
+
+
+@sensitive_post_parameters("password1", "password2")
+def setup(request):
+    """First run: create the first owner and their team. Gone once anyone has an account."""
+    if User.objects.exists():
+        raise Http404("Darkroom is already set up.")
+    form = SetupForm(request.POST or None)
+    if form.is_valid():
+        with transaction.atomic():
+            user = form.save()
+            create_team(user, form.cleaned_data["team_name"])
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("predictions:index")
+    return render(request, "accounts/setup.html", {"form": form})
+
+
+@login_required
+def no_team(request):
+    if request.membership is not None:
+        return redirect("predictions:index")
+    return render(request, "accounts/no_team.html", {"form": TeamForm()})
+
+
+@login_required
+@require_POST
+def new_team(request):
+    form = TeamForm(request.POST)
+    if not form.is_valid():
+        return render(request, "accounts/no_team.html", {"form": form}, status=400)
+    team = create_team(request.user, form.cleaned_data["name"])
+    request.session[SESSION_KEY] = team.pk
+    messages.success(request, f"You created {team.name}. Invite people from the team page.")
+    return redirect("accounts:team")
+
+
+@login_required
+@require_POST
+def switch(request):
+    form = SwitchTeamForm(request.POST)
+    if not form.is_valid() or not switch_team(request, form.cleaned_data["team"]):
+        raise Http404("No such team.")
+    return redirect("predictions:index")
+
+
+@team_required()
+def team(request):
+    team = request.membership.team
+    context = {
+        "team": team,
+        "memberships": team.memberships.select_related("user"),
+        "invite_form": InviteForm(),
+        "role_choices": Role.choices,
+    }
+    if request.membership.is_owner:
+        context["invites"] = for_team(request, Invite.objects.filter(used_at=None))
+    return render(request, "accounts/team.html", context)
+
+
+@team_required(Role.OWNER)
+@require_POST
+def create_invite(request):
+    form = InviteForm(request.POST)
+    if form.is_valid():
+        invite = Invite.objects.create(
+            team=request.membership.team, role=form.cleaned_data["role"], created_by=request.user
+        )
+        AuditEvent.record(
+            invite.team, request.user, "invite_created", f"{request.user} invited a {invite.role}"
+        )
+        messages.success(request, "Invite created: send the link below to the person you invite.")
+    return redirect("accounts:team")
+
+
+@team_required(Role.OWNER)
+@require_POST
+def revoke_invite(request, pk: int):
+    invite = team_object_or_404(request, Invite, pk=pk, used_at=None)
+    invite.delete()
+    AuditEvent.record(
+        invite.team, request.user, "invite_revoked", f"{request.user} revoked an invite"
+    )
+    return redirect("accounts:team")
+
+
+def is_last_owner(membership: Membership) -> bool:
+    return membership.is_owner and membership.team.owners().count() == 1
+
+
+@team_required(Role.OWNER)
+@require_POST
+def change_role(request, pk: int):
+    membership = team_object_or_404(request, Membership.objects.select_related("user"), pk=pk)
+    form = RoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose owner, member or viewer.")
+    elif is_last_owner(membership) and form.cleaned_data["role"] != Role.OWNER:
+        messages.error(request, "A team needs an owner: make someone else owner first.")
+    elif membership.role != form.cleaned_data["role"]:
+        old, membership.role = membership.role, form.cleaned_data["role"]
+        membership.save(update_fields=["role"])
+        AuditEvent.record(
+            membership.team,
+            request.user,
+            "role_changed",
+            f"{request.user} changed {membership.user} from {old} to {membership.role}",
+        )
+    return redirect("accounts:team")
+
+
+@team_required(Role.OWNER)
+@require_POST
+def remove_member(request, pk: int):
+    membership = team_object_or_404(request, Membership.objects.select_related("user"), pk=pk)
+    if is_last_owner(membership):
+        messages.error(request, "A team needs an owner: make someone else owner first.")
+        return redirect("accounts:team")
+    membership.delete()
+    AuditEvent.record(
+        membership.team, request.user, "member_removed", f"{request.user} removed {membership.user}"
+    )
+    return redirect("accounts:team" if membership.user != request.user else "predictions:index")
+
+
+@sensitive_variables("secret")
+@sensitive_post_parameters("secret")
+@team_required(Role.OWNER)
+def credentials(request):
+    team = request.membership.team
+    form = CredentialForm(request.POST or None)
+    if form.is_valid():
+        provider, secret = form.cleaned_data["provider"], form.cleaned_data["secret"]
+        credential = ProviderCredential.objects.filter(team=team, provider=provider).first()
+        credential = credential or ProviderCredential(team=team, provider=provider)
+        credential.set_secret(secret)
+        credential.updated_by = request.user
+        credential.save()
+        AuditEvent.record(
+            team,
+            request.user,
+            "credential_set",
+            f"{request.user} set the {provider} key ending {credential.last4}",
+        )
+        messages.success(
+            request, f"Saved. New {provider} predictions use the key ending {credential.last4}."
+        )
+        return redirect("accounts:credentials")
+    return render(
+        request,
+        "accounts/credentials.html",
+        {"form": form, "credentials": for_team(request, ProviderCredential.objects.all())},
+    )
+
+
+@team_required(Role.OWNER)
+@require_POST
+def delete_credential(request, pk: int):
+    credential = team_object_or_404(request, ProviderCredential, pk=pk)
+    credential.delete()
+    AuditEvent.record(
+        credential.team,
+        request.user,
+        "credential_deleted",
+        f"{request.user} removed the {credential.provider} key ending {credential.last4}",
+    )
+    return redirect("accounts:credentials")
+
+
+@team_required(Role.OWNER)
+def audit(request):
+    events = for_team(request, AuditEvent.objects.select_related("actor"))[:200]
+    return render(request, "accounts/audit.html", {"events": events})
+
+
+@sensitive_post_parameters("password1", "password2")
+def accept_invite(request, token: str):
+    invite = get_object_or_404(Invite.objects.select_related("team"), token=token)
+    if not invite.is_usable:
+        return render(request, "accounts/invite.html", {"invite": invite}, status=410)
+    form = None
+    if not request.user.is_authenticated:
+        form = AccountForm(request.POST or None)
+    if request.method == "POST" and (form is None or form.is_valid()):
+        user = request.user if form is None else form.save()
+        if form is not None:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        membership = invite.accept(user)
+        if membership is None:
+            return render(request, "accounts/invite.html", {"invite": invite}, status=410)
+        request.session[SESSION_KEY] = membership.team_id
+        messages.success(request, f"Welcome to {membership.team.name}.")
+        return redirect("predictions:index")
+    return render(request, "accounts/invite.html", {"invite": invite, "form": form})

@@ -1,0 +1,186 @@
+"""Who may open what: every URL of the app, for every kind of visitor.
+
+The matrix is checked against the URL configuration, so a view added without a row here fails
+`test_every_url_of_the_app_is_in_the_matrix`. Cross-team access is always 404, never 403.
+"""
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from accounts.models import Invite, Membership, ProviderCredential, Role
+
+from .conftest import make_prediction, make_team, make_user
+
+pytestmark = pytest.mark.django_db
+
+VISITORS = ["anonymous", "viewer", "member", "owner", "outsider"]
+LOGIN = 302  # a redirect to the sign-in page
+
+
+@dataclass
+class Row:
+    """How a URL is requested, and the status each visitor gets."""
+
+    expect: dict[str, int]
+    method: str = "get"
+    args: Callable[["World"], list] = lambda world: []
+    data: Callable[["World"], dict] = lambda world: {}
+    htmx: bool = False
+    also_htmx: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def every(status: int, **exceptions: int) -> dict[str, int]:
+    return {visitor: exceptions.get(visitor, status) for visitor in VISITORS}
+
+
+def signed_in(status: int, **exceptions: int) -> dict[str, int]:
+    return every(status, anonymous=LOGIN, **exceptions)
+
+
+class World:
+    """The Studio team with one person of each role, and an outsider who owns another team.
+    Objects are made fresh for each request, so a request that deletes one harms no other."""
+
+    def __init__(self) -> None:
+        self.team = make_team("Studio")
+        self.people = {
+            "viewer": make_user("vic", self.team, Role.VIEWER),
+            "member": make_user("mia", self.team, Role.MEMBER),
+            "owner": make_user("otto", self.team, Role.OWNER),
+            "outsider": make_user("olga", make_team("Elsewhere"), Role.OWNER),
+        }
+
+    def client(self, visitor: str) -> Client:
+        client = Client()
+        if visitor != "anonymous":
+            client.force_login(self.people[visitor])
+        return client
+
+    def prediction(self) -> int:
+        return make_prediction(team=self.team, status="processing", provider_id="abc").pk
+
+    def invite(self) -> int:
+        return Invite.objects.create(team=self.team).pk
+
+    def invite_token(self) -> str:
+        return Invite.objects.create(team=self.team).token
+
+    def membership(self) -> int:
+        user = make_user(f"extra-{uuid.uuid4().hex[:8]}", self.team, Role.MEMBER)
+        return Membership.objects.get(user=user).pk
+
+    def credential(self) -> int:
+        credential = ProviderCredential(team=self.team, provider="cometapi")
+        credential.set_secret("sk-test-credential-1234")
+        credential.save()
+        return credential.pk
+
+
+def submit_data(world: World) -> dict:
+    return {
+        "provider": "simulator",
+        "model": "black-forest-labs/flux-schnell",
+        "prompt": "a matrix of doors",
+        "request_key": str(uuid.uuid4()),
+    }
+
+
+MATRIX: dict[str, Row] = {
+    # Signing in and out, and passwords: public where they must be.
+    "accounts:login": Row(every(302, anonymous=200)),
+    "accounts:logout": Row(every(302), method="post"),
+    "accounts:password_change": Row(signed_in(200)),
+    "accounts:password_change_done": Row(signed_in(200)),
+    "accounts:password_reset": Row(every(200)),
+    "accounts:password_reset_sent": Row(every(200)),
+    "accounts:password_reset_confirm": Row(every(200), args=lambda w: ["MQ", "bad-token"]),
+    "accounts:password_reset_complete": Row(every(200)),
+    "accounts:setup": Row(every(404)),
+    # Teams.
+    "accounts:no_team": Row(signed_in(302)),
+    "accounts:new_team": Row(signed_in(302), method="post", data=lambda w: {"name": "New"}),
+    "accounts:switch": Row(
+        signed_in(302, outsider=404), method="post", data=lambda w: {"team": w.team.pk}
+    ),
+    "accounts:team": Row(signed_in(200)),
+    "accounts:create_invite": Row(
+        signed_in(403, owner=302, outsider=302), method="post", data=lambda w: {"role": "member"}
+    ),
+    "accounts:revoke_invite": Row(
+        signed_in(403, owner=302, outsider=404), method="post", args=lambda w: [w.invite()]
+    ),
+    "accounts:change_role": Row(
+        signed_in(403, owner=302, outsider=404),
+        method="post",
+        args=lambda w: [w.membership()],
+        data=lambda w: {"role": "viewer"},
+    ),
+    "accounts:remove_member": Row(
+        signed_in(403, owner=302, outsider=404), method="post", args=lambda w: [w.membership()]
+    ),
+    "accounts:credentials": Row(signed_in(403, owner=200, outsider=200)),
+    "accounts:delete_credential": Row(
+        signed_in(403, owner=302, outsider=404), method="post", args=lambda w: [w.credential()]
+    ),
+    "accounts:audit": Row(signed_in(403, owner=200, outsider=200)),
+    "accounts:accept_invite": Row(every(200), args=lambda w: [w.invite_token()]),
+    # Predictions: pages, live fragments and actions.
+    "predictions:index": Row(signed_in(200), also_htmx=True),
+    "predictions:submit": Row(signed_in(302, viewer=403), method="post", data=submit_data),
+    "predictions:detail": Row(
+        signed_in(200, outsider=404), args=lambda w: [w.prediction()], also_htmx=True
+    ),
+    "predictions:cancel": Row(
+        signed_in(302, viewer=403, outsider=404), method="post", args=lambda w: [w.prediction()]
+    ),
+}
+
+
+def app_url_names(resolver: URLResolver | None = None, namespace: str = "") -> set[str]:
+    names = set()
+    for pattern in (resolver or get_resolver()).url_patterns:
+        if isinstance(pattern, URLResolver):
+            if pattern.namespace == "admin":
+                continue  # Django's admin has its own staff-only access control.
+            inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+            names |= app_url_names(pattern, inner)
+        elif isinstance(pattern, URLPattern) and pattern.name:
+            names.add(namespace + pattern.name)
+    return names
+
+
+def test_every_url_of_the_app_is_in_the_matrix():
+    assert app_url_names() == set(MATRIX)
+
+
+CASES = [
+    (name, visitor, htmx)
+    for name, row in MATRIX.items()
+    for visitor in VISITORS
+    for htmx in ([False, True] if row.also_htmx else [False])
+]
+
+
+@pytest.mark.parametrize(("name", "visitor", "htmx"), CASES)
+def test_each_visitor_gets_what_their_role_allows(name, visitor, htmx):
+    world = World()
+    row = MATRIX[name]
+    url = reverse(name, args=row.args(world))
+    headers = {"HX-Request": "true"} if htmx else {}
+
+    response = getattr(world.client(visitor), row.method)(url, row.data(world), headers=headers)
+
+    expected = row.expect[visitor]
+    if visitor == "anonymous" and expected == LOGIN and htmx:
+        assert response.status_code == 200
+        assert response["HX-Redirect"].startswith(reverse("accounts:login"))
+        return
+    assert response.status_code == expected, response.content.decode()[:500]
+    if visitor == "anonymous" and expected == LOGIN:
+        assert response["Location"].startswith(reverse("accounts:login"))
