@@ -176,6 +176,10 @@ def test_each_visitor_gets_what_their_role_allows(name, visitor, htmx):
 
     response = getattr(world.client(visitor), row.method)(url, row.data(world), headers=headers)
 
+    if response.get("Content-Type", "").startswith("text/html"):
+        policy = response["Content-Security-Policy"]
+        assert "script-src 'self'" in policy
+        assert "unsafe" not in policy
     expected = row.expect[visitor]
     if visitor == "anonymous" and expected == LOGIN and htmx:
         assert response.status_code == 200
