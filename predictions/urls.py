@@ -5,7 +5,11 @@ from . import views
 app_name = "predictions"
 urlpatterns = [
     path("", views.index, name="index"),
+    path("gallery/", views.gallery, name="gallery"),
+    path("new/", views.new, name="new"),
     path("predictions/new", views.submit, name="submit"),
     path("predictions/<int:pk>/", views.detail, name="detail"),
+    path("predictions/<int:pk>/logs", views.logs, name="logs"),
     path("predictions/<int:pk>/cancel", views.cancel, name="cancel"),
+    path("predictions/<int:pk>/again", views.rerun, name="rerun"),
 ]
