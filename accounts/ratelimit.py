@@ -28,15 +28,15 @@ def _window(scope: str, key: str, seconds: int) -> tuple[str, int]:
     return f"ratelimit:{scope}:{digest}:{window}", max(1, math.ceil((window + 1) * seconds - now))
 
 
-def hit(scope: str, key: str, limit: tuple[int, int]) -> Decision:
-    """Count one use of `key`'s budget in `scope`; refused past `count` uses in the window."""
+def hit(scope: str, key: str, limit: tuple[int, int], cost: int = 1) -> Decision:
+    """Count `cost` uses of `key`'s budget in `scope`; refused past `count` uses in the window."""
     count, seconds = limit
     cache_key, left = _window(scope, key, seconds)
     cache.add(cache_key, 0, timeout=left)
     try:
-        used = cache.incr(cache_key)
+        used = cache.incr(cache_key, cost)
     except ValueError:  # the window ended between add and incr: count in the new one
-        return hit(scope, key, limit)
+        return hit(scope, key, limit, cost)
     # Redis's incr keeps the expiry, but the file cache's rewrites it with the default timeout.
     cache.touch(cache_key, left)
     return Decision(used <= count, 0 if used <= count else left)

@@ -7,6 +7,7 @@ wake workers up, and the `next_poll_at` column says what is due.
 
 import json
 import random
+import shlex
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .client import Provider, ProviderClient, ProviderError, ProviderNotConfigured
+from .client import Provider, ProviderClient, ProviderError, ProviderNotConfigured, validate_model
 
 
 class Status(models.TextChoices):
@@ -73,8 +74,10 @@ class Prediction(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     provider = models.CharField(max_length=20)
-    # One per submitted form: a double-clicked or replayed form finds the same prediction.
-    request_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # One per submitted form: a double-clicked or replayed form finds the same predictions.
+    request_key = models.UUIDField(default=uuid.uuid4, editable=False)
+    # Which of the form's variations this is, from 0: one form may create several predictions.
+    variation = models.PositiveSmallIntegerField(default=0, editable=False)
     submitted_at = models.DateTimeField(default=timezone.now)
 
     # What the provider says (the query response, field for field).
@@ -120,8 +123,21 @@ class Prediction(models.Model):
             ),
             # A team's history: newest first.
             models.Index(fields=["team", "-submitted_at", "-id"], name="prediction_recent_idx"),
+            # The history filtered by status, the gallery (status = succeeded), and whether a
+            # page's range holds an unfinished prediction (status IN running): see filters.py.
+            models.Index(
+                fields=["team", "status", "-submitted_at", "-id"], name="prediction_status_idx"
+            ),
+            # The history and gallery filtered by model, and the models a team has used.
+            models.Index(
+                fields=["team", "model", "-submitted_at", "-id"], name="prediction_model_idx"
+            ),
         ]
         constraints = [
+            # Also serves the replay check of a submitted form: request_key = ?.
+            models.UniqueConstraint(
+                fields=["request_key", "variation"], name="prediction_unique_request_variation"
+            ),
             models.UniqueConstraint(
                 fields=["provider", "provider_id"],
                 condition=~Q(provider_id=""),
@@ -171,6 +187,80 @@ class Prediction(models.Model):
         if self.started_at and self.completed_at:
             return self.completed_at - self.started_at
         return None
+
+    @property
+    def input_items(self) -> list[tuple[str, str]]:
+        """The input as (name, value) pairs to show: text as it is, anything else as JSON."""
+        return [
+            (name, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+            for name, value in self.input.items()
+        ]
+
+    @property
+    def extra_metrics(self) -> dict[str, Any]:
+        """The provider's metrics other than those with fields of their own."""
+        return {k: v for k, v in self.metrics.items() if k not in ("predict_time", "image_count")}
+
+    # --- The same request, by hand -------------------------------------------------------
+
+    def create_url(self) -> str | None:
+        """Where this prediction's create is sent; None for an unknown provider or model."""
+        config = settings.PROVIDERS.get(self.provider)
+        try:
+            owner, name = validate_model(self.model)
+        except ValueError:
+            return None
+        if config is None:
+            return None
+        return f"{config['base_url'].rstrip('/')}/models/{owner}/{name}/predictions"
+
+    def as_curl(self) -> str:
+        """This prediction's create as a curl command, with the key as an environment variable."""
+        url = self.create_url()
+        if url is None:
+            return ""
+        variable = self.key_variable
+        token = f"${variable}" if variable else "demo"
+        body = json.dumps({"input": self.input}, indent=2, ensure_ascii=False)
+        return (
+            f"curl -sS -X POST {shlex.quote(url)} \\\n"
+            f'  -H "Authorization: Bearer {token}" \\\n'
+            '  -H "Content-Type: application/json" \\\n'
+            f"  -d {shlex.quote(body)}\n"
+        )
+
+    def as_python(self) -> str:
+        """This prediction's create as a Python script (httpx) that waits for the outcome."""
+        url = self.create_url()
+        if url is None:
+            return ""
+        base, path = url.split("/models/", 1)
+        variable = self.key_variable
+        imports = "import os\nimport time\n" if variable else "import time\n"
+        authorization = f"f\"Bearer {{os.environ['{variable}']}}\"" if variable else '"Bearer demo"'
+        return f"""{imports}
+import httpx
+
+model_input = {python_literal(self.input)}
+api = httpx.Client(
+    base_url={json.dumps(base)},
+    headers={{"Authorization": {authorization}}},
+    timeout=60,
+)
+prediction = api.post(
+    "/models/{path}", json={{"input": model_input}}
+).raise_for_status().json()
+while prediction["status"] in ("starting", "processing"):
+    time.sleep(1)
+    prediction = api.get(f"/predictions/{{prediction['id']}}").raise_for_status().json()
+print(prediction["status"], prediction["output"] or prediction["error"])
+"""
+
+    @property
+    def key_variable(self) -> str:
+        """The environment variable a snippet reads the API key from: a snippet never holds a
+        key. Empty for the demo simulator, which takes any token."""
+        return settings.PROVIDERS.get(self.provider, {}).get("key_variable", "")
 
     def get_provider(self) -> Provider:
         return self.team.provider(self.provider)
@@ -440,3 +530,21 @@ def trim_nanoseconds(value: str) -> str:
         return value
     digits = len(rest) - len(rest.lstrip("0123456789"))
     return f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
+
+
+def python_literal(value: Any, indent: str = "") -> str:
+    """Decoded JSON as Python source, one item a line, as black would write it."""
+    inner = indent + "    "
+    if isinstance(value, dict) and value:
+        items = "".join(
+            f"{inner}{python_literal(str(key))}: {python_literal(item, inner)},\n"
+            for key, item in value.items()
+        )
+        return "{\n" + items + indent + "}"
+    if isinstance(value, list) and value:
+        items = "".join(f"{inner}{python_literal(item, inner)},\n" for item in value)
+        return "[\n" + items + indent + "]"
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    # A JSON string or number is also a valid Python literal.
+    return json.dumps(value, ensure_ascii=False)

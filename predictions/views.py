@@ -1,30 +1,41 @@
+import uuid
+
+from django import forms
 from django.conf import settings
+from django.contrib import messages
 from django.db import IntegrityError, transaction
-from django.http import Http404
-from django.shortcuts import redirect, render
+from django.db.models.functions import Length
+from django.http import HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import cache_control
 from django.views.decorators.http import condition, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import reswap, retarget
 
 from accounts import ratelimit
 from accounts.models import Role
 from accounts.teams import for_team, team_object_or_404, team_required
 
-from .forms import PredictionForm
-from .models import Prediction
+from .catalog import CATALOG
+from .client import ProviderNotConfigured
+from .filters import GalleryFilterForm, HistoryFilterForm
+from .forms import NewImagesQuery, PredictionForm, RerunForm
+from .logs import TAIL, read_log
+from .models import RUNNING, Prediction
 from .tasks import wake_dispatcher
 
-RECENT = 50
+
+def history_version(request) -> str | None:
+    return HistoryFilterForm(request.GET, request=request).version()
 
 
 @team_required()
-def index(request, form: PredictionForm | None = None, status: int = 200):
-    predictions = for_team(request, Prediction.objects.all())[:RECENT]
-    template = "predictions/index.html#rows" if request.htmx else "predictions/index.html"
-    context = {
-        "form": form or PredictionForm(team=request.membership.team),
-        "predictions": predictions,
-        "any_running": any(p.is_running for p in predictions),
-    }
-    return render(request, template, context, status=status)
+@cache_control(no_cache=True)
+@vary_on_headers("HX-Request")
+@condition(etag_func=history_version)
+def index(request):
+    form = HistoryFilterForm(request.GET, request=request)
+    return render_chunk(request, form, "predictions/history.html", "rows")
 
 
 @team_required(Role.MEMBER)
@@ -33,50 +44,115 @@ def submit(request):
     team = request.membership.team
     form = PredictionForm(request.POST, team=team)
     if not form.is_valid():
-        return index(request, form)
+        return new_images_page(request, form)
     key = form.cleaned_data["request_key"]
-    replayed = for_team(request, Prediction.objects.filter(request_key=key)).first()
-    if replayed:
-        return redirect(replayed)
-    for scope, subject, limit in (
-        ("submit-member", request.user.pk, settings.SUBMIT_RATE_LIMIT_MEMBER),
-        ("submit-team", team.pk, settings.SUBMIT_RATE_LIMIT_TEAM),
+    variations = form.prediction_fields()
+    if sent := submitted_with(request, key):
+        if [(p.provider, p.model, p.input) for p in sent] == [
+            (v["provider"], v["model"], v["input"]) for v in variations
+        ]:
+            return redirect_to_submitted(sent)
+        # Not a double click: the form was sent before with other inputs (the back button).
+        form = PredictionForm({**request.POST.dict(), "request_key": uuid.uuid4()}, team=team)
+        form.is_valid()
+        form.add_error(
+            None,
+            "This form was already sent with other inputs, so these were not sent yet. "
+            "Press Generate to send them as new predictions.",
+        )
+        return new_images_page(request, form, status=409)
+    if refusal := submit_refusal(request, len(variations)):
+        form.add_error(None, refusal)
+        return new_images_page(request, form, status=429)
+    predictions = save_predictions(request, key, variations)
+    if not predictions:
+        form.add_error(None, "This form was already used. Reload the page and submit again.")
+        return new_images_page(request, form, status=409)
+    return redirect_to_submitted(predictions)
+
+
+def submitted_with(request, key) -> list[Prediction]:
+    """The predictions one form (or one run-again button) created, by its request key."""
+    return list(for_team(request, Prediction.objects.filter(request_key=key)).order_by("variation"))
+
+
+def submit_refusal(request, count: int) -> str | None:
+    """Count `count` new predictions against the submit limits; why they may not be, if so."""
+    for scope, subject, limit, whose in (
+        ("submit-member", request.user.pk, settings.SUBMIT_RATE_LIMIT_MEMBER, "per member"),
+        (
+            "submit-team",
+            request.membership.team_id,
+            settings.SUBMIT_RATE_LIMIT_TEAM,
+            "for the team",
+        ),
     ):
-        decision = ratelimit.hit(scope, str(subject), limit)
+        decision = ratelimit.hit(scope, str(subject), limit, cost=count)
         if not decision.allowed:
-            form.add_error(
-                None,
-                f"Too many submissions: at most {limit[0]} every {limit[1]} seconds "
-                f"{'per member' if scope == 'submit-member' else 'for the team'}. "
-                f"Try again in {decision.retry_after:.0f} s.",
+            return (
+                f"Too many submissions: at most {limit[0]} predictions every {limit[1]} "
+                f"seconds {whose}. Try again in {decision.retry_after:.0f} s."
             )
-            return index(request, form, status=429)
+    return None
+
+
+def save_predictions(request, key, variations: list[dict]) -> list[Prediction]:
+    """Save one prediction per variation, all or none, and wake the dispatcher for them.
+
+    If a concurrent request with the same key won the race, its predictions are returned.
+    """
     try:
         with transaction.atomic():
-            prediction = Prediction.objects.create(
-                request_key=key, team=team, submitted_by=request.user, **form.prediction_fields()
-            )
+            predictions = [
+                Prediction.objects.create(
+                    request_key=key,
+                    team=request.membership.team,
+                    submitted_by=request.user,
+                    **fields,
+                )
+                for fields in variations
+            ]
     except IntegrityError:
-        form.add_error(None, "This form was already used. Reload the page and submit again.")
-        return index(request, form, status=409)
+        return submitted_with(request, key)
     transaction.on_commit(wake_dispatcher)
-    return redirect(prediction)
+    return predictions
+
+
+def redirect_to_submitted(predictions: list[Prediction]):
+    """One prediction's page; for several, the history, where they all show at once."""
+    if len(predictions) == 1:
+        return redirect(predictions[0])
+    return redirect("predictions:index")
 
 
 def prediction_etag(request, pk: int) -> str | None:
+    """The live fragment's version. The full page has none: each one carries a fresh CSRF
+    token, CSP nonce and run-again key."""
+    if not request.htmx:
+        return None
     updated = for_team(request, Prediction.objects.filter(pk=pk)).values_list(
         "updated_at", flat=True
     )
     updated = updated.first()
-    return f"{pk}-{updated.timestamp()}-{int(bool(request.htmx))}" if updated else None
+    # The role decides which actions show.
+    return f"{pk}-{updated.timestamp()}-{request.membership.role}" if updated else None
 
 
 @team_required()
+@cache_control(private=True, no_cache=True)
+@vary_on_headers("HX-Request")
 @condition(etag_func=prediction_etag)
 def detail(request, pk: int):
-    prediction = team_object_or_404(request, Prediction, pk=pk)
-    template = "predictions/detail.html#live" if request.htmx else "predictions/detail.html"
-    return render(request, template, {"prediction": prediction})
+    queryset = Prediction.objects.select_related("submitted_by")
+    prediction = team_object_or_404(request, queryset, pk=pk)
+    if request.htmx:
+        return render(request, "predictions/detail.html#live", {"prediction": prediction})
+    context = {
+        "prediction": prediction,
+        "log": read_log(prediction.logs),
+        "rerun_form": RerunForm() if request.membership.can_submit else None,
+    }
+    return render(request, "predictions/detail.html", context)
 
 
 @team_required(Role.MEMBER)
@@ -90,21 +166,140 @@ def cancel(request, pk: int):
 
 # Stubs, each being written by one person; replace the body, keep the decorators' intent.
 @team_required(Role.MEMBER)
+@vary_on_headers("HX-Request")
 def new(request):
-    raise Http404("not yet")
+    """The New images form: `?model=` picks the model, `?from=<pk>` tweaks a prediction.
+
+    For htmx (the model picker) only the model's inputs are rendered.
+    """
+    team = request.membership.team
+    query = NewImagesQuery(request.GET)
+    query.is_valid()
+    if pk := query.cleaned_data.get("from"):
+        form = PredictionForm.tweaking(team_object_or_404(request, Prediction, pk=pk), team=team)
+    elif (model := query.cleaned_data.get("model")) is not None:
+        form = PredictionForm(team=team, initial={"model": model})
+    else:
+        form = PredictionForm(team=team)
+    part = "#inputs" if request.htmx and not request.htmx.history_restore_request else ""
+    return new_images_page(request, form, part=part)
+
+
+def new_images_page(request, form: PredictionForm, status: int = 200, part: str = ""):
+    context = {"form": form, "catalog": CATALOG.values()}
+    return render(request, f"predictions/new.html{part}", context, status=status)
+
+
+def gallery_version(request) -> str | None:
+    return GalleryFilterForm(request.GET, request=request).version()
 
 
 @team_required()
+@cache_control(no_cache=True)
+@vary_on_headers("HX-Request")
+@condition(etag_func=gallery_version)
 def gallery(request):
-    raise Http404("not yet")
+    form = GalleryFilterForm(request.GET, request=request)
+    return render_chunk(request, form, "predictions/gallery.html", "tiles")
+
+
+def render_chunk(request, form: HistoryFilterForm, template: str, chunk_partial: str):
+    """A list page, or for htmx one chunk of it: `chunk_partial` to refresh a chunk on screen
+    (the URL has `through`), `page` (the chunk and its older link) to append the next one."""
+    if not form.is_valid():
+        return render(request, template, {"form": form}, status=400)
+    if request.htmx:
+        template += f"#{chunk_partial}" if form.cleaned_data["through"] else "#page"
+    return render(request, template, {"form": form, "chunk": form.chunk()})
+
+
+class LogCursorForm(forms.Form):
+    """`?cursor=N&bar=M`: how many characters of the log the viewer has been sent, and where
+    the line of the bar it shows as `#log-bar-current` starts (see predictions.logs)."""
+
+    cursor = forms.IntegerField(
+        required=False,
+        min_value=0,
+        error_messages={
+            "invalid": "The cursor must be a whole number of characters.",
+            "min_value": "The cursor cannot be negative.",
+        },
+    )
+    bar = forms.IntegerField(
+        required=False,
+        min_value=0,
+        error_messages={
+            "invalid": "The bar must be a whole number of characters.",
+            "min_value": "The bar cannot be negative.",
+        },
+    )
 
 
 @team_required()
+@cache_control(private=True, no_cache=True)
+@vary_on_headers("HX-Request")
 def logs(request, pk: int):
-    raise Http404("not yet")
+    """A prediction's log: for htmx, the viewer's update from `cursor` on; otherwise the raw
+    text after `cursor` (all of it without one).
+
+    An update appends the lines after the cursor to `#log-lines` and swaps out of band the bar
+    they may continue, the line still being written, the new cursor and, once the prediction
+    has finished, the poller, which then stops. Nothing new while running is a 204, answered
+    before the log is read. A cursor past the end (the log shrank) or too far behind for one
+    update re-renders the whole viewer.
+    """
+    form = LogCursorForm(request.GET)
+    if not form.is_valid():
+        message = " ".join(error for errors in form.errors.values() for error in errors)
+        return HttpResponseBadRequest(message, content_type="text/plain")
+    cursor = form.cleaned_data["cursor"]
+    seen = for_team(request, Prediction.objects.filter(pk=pk)).values_list("status", Length("logs"))
+    status, length = get_object_or_404(seen)
+    if request.htmx and cursor == length and status in RUNNING:
+        return HttpResponse(status=204)
+    prediction = team_object_or_404(request, Prediction, pk=pk)
+    text = prediction.logs
+    if not request.htmx:
+        return raw_log(prediction, cursor)
+    if cursor is None or cursor > len(text) or len(text) - cursor > TAIL:
+        # A new viewer, a log that shrank, or more than a first load shows: start afresh.
+        context = {"prediction": prediction, "log": read_log(text)}
+        response = render(request, "predictions/detail.html#log-viewer", context)
+        return reswap(retarget(response, "#log-viewer"), "outerHTML")
+    context = {
+        "prediction": prediction,
+        "log": read_log(text, cursor, form.cleaned_data["bar"]),
+        "was_empty": cursor == 0,
+    }
+    return render(request, "predictions/detail.html#log-update", context)
+
+
+def raw_log(prediction: Prediction, cursor: int | None) -> HttpResponse:
+    """The log as text, after `cursor` unless the log is shorter (it shrank)."""
+    text = prediction.logs
+    if cursor is not None and cursor <= len(text):
+        text = text[cursor:]
+    response = HttpResponse(text, content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'inline; filename="prediction-{prediction.pk}-log.txt"'
+    return response
 
 
 @team_required(Role.MEMBER)
 @require_POST
 def rerun(request, pk: int):
-    raise Http404("not yet")
+    """A new prediction with the same provider, model and input; then its page."""
+    original = team_object_or_404(request, Prediction, pk=pk)
+    form = RerunForm(request.POST)
+    key = (form.is_valid() and form.cleaned_data["request_key"]) or uuid.uuid4()
+    if sent := submitted_with(request, key):
+        return redirect_to_submitted(sent)
+    try:
+        request.membership.team.provider(original.provider)
+    except ProviderNotConfigured as exc:
+        messages.error(request, str(exc))
+        return redirect(original)
+    if refusal := submit_refusal(request, 1):
+        messages.error(request, refusal)
+        return redirect(original)
+    fields = {"provider": original.provider, "model": original.model, "input": original.input}
+    return redirect_to_submitted(save_predictions(request, key, [fields]) or [original])

@@ -1,4 +1,5 @@
-"""The minimal UI in a real browser: Debian's Chromium driven by Playwright.
+"""Darkroom in a real browser: Debian's Chromium driven by Playwright, against a live server,
+a real Celery worker and the simulator. Screenshots of every page land in test-artifacts/.
 
 Skipped, with a printed notice, where no Chromium is installed (CI installs it).
 """
@@ -7,10 +8,16 @@ import os
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
+
+from accounts.models import Role
+
+from .conftest import make_prediction, make_user
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+PASSWORD = "correct horse 42"
 
 if not Path(CHROMIUM).exists():
     print("NOTICE: no Chromium at /usr/bin/chromium; skipping the browser tests")
@@ -19,48 +26,234 @@ if not Path(CHROMIUM).exists():
 # Playwright's sync API runs an event loop in this thread; the ORM calls made here are fine.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
 
 
-@pytest.fixture
-def page():
+@pytest.fixture(scope="module")
+def browser():
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(20_000)
-        yield page
+        yield browser
         browser.close()
 
 
+class Console:
+    """Collects what the page complains about: CSP violations and other errors."""
+
+    def __init__(self, page) -> None:
+        self.problems: list[str] = []
+        page.on("console", self.note)
+
+    def note(self, message) -> None:
+        if message.type == "error" or "Content Security Policy" in message.text:
+            self.problems.append(message.text)
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    page.console = Console(page)
+    yield page
+    context.close()
+
+
 def sign_in(page, url: str, username: str) -> None:
-    page.goto(url)
+    page.goto(f"{url}/sign-in/")
     page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill("correct horse 42")
+    page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{url}/")
 
 
 @pytest.mark.usefixtures("worker", "scheduler")
-def test_a_prediction_submitted_in_the_browser_updates_live_until_its_image_shows(
-    live_server, page, member
+def test_a_job_runs_live_from_the_form_to_its_log_and_the_gallery_lightbox(
+    live_server, page, member, simulator
 ):
-    csp_violations = []
-    page.on("console", lambda m: "Content Security Policy" in m.text and csp_violations.append(m))
+    simulator.engine.speed = 8  # slow enough to watch the progress bar move
     sign_in(page, live_server.url, member.username)
-    page.get_by_label("Prompt").fill("a lighthouse in a storm")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="New images").click()
+    page.locator("#id_prompt").fill("a lighthouse in a storm")
     page.get_by_role("button", name="Generate").click()
 
     page.wait_for_url("**/predictions/*/")
-    status = page.locator("#prediction-live .status")
-    sync_api.expect(status).to_contain_text("Succeeded")
-    sync_api.expect(page.locator(".outputs img")).to_have_count(1)
-    sync_api.expect(page.locator(".logs")).to_contain_text("100%|")
-    sync_api.expect(page.locator(".outputs img")).to_have_js_property("complete", True)
-    assert page.locator(".outputs img").evaluate("img => img.naturalWidth") > 0
+    expect(page.locator(".log-bar progress").first).to_be_visible()
+    expect(page.locator("#prediction-live .status")).to_contain_text("Succeeded")
+    expect(page.locator(".log-bar progress").first).to_have_attribute("value", "100")
+    expect(page.locator("#log-lines")).to_contain_text("Total safe images")
+    output = page.locator(".outputs img").first
+    expect(output).to_have_js_property("complete", True)
+    assert output.evaluate("img => img.naturalWidth") > 0
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
 
-    assert csp_violations == []
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Gallery").click()
+    tile = page.locator(".tile").first
+    expect(tile).to_contain_text("a lighthouse in a storm")
+    tile.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#lightbox")).to_be_visible()
+    expect(page.locator("#lightbox-prompt")).to_have_text("a lighthouse in a storm")
+    page.keyboard.press("Escape")
+    expect(page.locator("#lightbox")).to_be_hidden()
+    assert page.evaluate("document.activeElement.classList.contains('tile')")
+    assert page.console.problems == []
 
+
+@pytest.mark.usefixtures("worker", "scheduler")
+def test_a_slow_job_is_canceled_from_its_page_without_a_reload(live_server, page, member):
+    prediction = make_prediction("a very slow painting", model="darkroom/slow", submitted_by=member)
+    sign_in(page, live_server.url, member.username)
+    page.goto(live_server.url + prediction.get_absolute_url())
+    expect(page.locator("#prediction-live .status")).to_contain_text("Processing")
+
+    page.get_by_role("button", name="Cancel").click()
+
+    expect(page.locator("#prediction-live .status")).to_contain_text("Canceled")
+    assert page.console.problems == []
+
+
+def test_the_lightbox_moves_with_the_arrow_keys_and_esc_returns_focus(
+    live_server, page, member, simulator
+):
+    for n in range(3):
+        make_prediction(
+            f"frame {n}",
+            status="succeeded",
+            submitted_by=member,
+            output=[f"{simulator.url}/files/none/out-{n}.webp"],
+        )
+    sign_in(page, live_server.url, member.username)
+    page.goto(f"{live_server.url}/gallery/")
+    tiles = page.locator(".tile")
+    expect(tiles).to_have_count(3)
+
+    tiles.first.click()
+    expect(page.locator("#lightbox-prompt")).to_have_text("frame 2")
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#lightbox-prompt")).to_have_text("frame 1")
+    page.keyboard.press("ArrowLeft")
+    expect(page.locator("#lightbox-prompt")).to_have_text("frame 2")
+    page.keyboard.press("ArrowRight")
+    second = tiles.nth(1).get_attribute("id")
+    page.keyboard.press("Escape")
+
+    expect(page.locator("#lightbox")).to_be_hidden()
+    assert page.evaluate("document.activeElement.id") == second
+
+
+def test_the_gallery_scrolls_on_forever_and_the_history_pages_by_link(
+    live_server, page, member, simulator
+):
+    for n in range(60):
+        make_prediction(
+            f"tile {n}",
+            status="succeeded",
+            submitted_by=member,
+            output=[f"{simulator.url}/files/none/out-{n}.webp"],
+        )
+    sign_in(page, live_server.url, member.username)
+
+    page.goto(f"{live_server.url}/gallery/")
+    expect(page.locator(".tile")).to_have_count(24)
+    for _ in range(8):
+        page.mouse.wheel(0, 5000)
+        page.wait_for_timeout(250)
+    expect(page.locator(".tile")).to_have_count(60)
+    ids = page.eval_on_selector_all(".tile", "tiles => tiles.map(t => t.id)")
+    assert len(set(ids)) == 60
+
+    page.goto(f"{live_server.url}/")
+    expect(page.locator("tbody.rows tr")).to_have_count(50)
+    page.get_by_role("link", name="Older predictions").click()
+    expect(page.locator("tbody.rows tr")).to_have_count(60)
+
+
+def test_polling_stops_once_nothing_on_the_page_can_change(live_server, page, member):
+    prediction = make_prediction("almost done", status="processing", provider_id="abc")
+    polls = []
+    page.on("request", lambda r: r.headers.get("hx-request") and polls.append(r.url))
+    sign_in(page, live_server.url, member.username)
+    page.goto(live_server.url + prediction.get_absolute_url())
+    page.wait_for_timeout(2500)  # Playwright delivers its events only while it is called
+    assert len(polls) >= 2
+
+    prediction.apply_remote({"id": "abc", "status": "succeeded", "logs": "done\n"})
+    expect(page.locator("#prediction-live .status")).to_contain_text("Succeeded")
+    page.wait_for_timeout(1500)
+    settled = len(polls)
+    page.wait_for_timeout(3000)
+
+    assert len(polls) == settled
+    assert page.locator("[hx-trigger*='every']").count() == 0
+
+
+PAGES = {
+    "sign-in": "/sign-in/",
+    "new-images": "/new/",
+    "history": "/",
+    "gallery": "/gallery/",
+    "prediction": None,  # filled in with a finished prediction's page
+    "team": "/team/",
+    "provider-keys": "/team/credentials/",
+}
+
+
+def finished_at_the_simulator(simulator, member, prompt: str, **input):
+    """A prediction the simulator really ran, recorded as the poller would record it."""
+    payload = httpx.post(
+        f"{simulator.base_url}/models/black-forest-labs/flux-schnell/predictions",
+        json={"input": {"prompt": prompt, **input}},
+        headers={"Authorization": "Bearer demo", "Prefer": "wait=10"},
+    ).json()
+    prediction = make_prediction(prompt, status="processing", submitted_by=member)
+    prediction.apply_remote(payload)
+    prediction.refresh_from_db()
+    return prediction
+
+
+def test_every_page_is_photographed_at_desktop_and_phone_width_in_light_and_dark(
+    live_server, browser, team, simulator
+):
+    owner = make_user("otto", team, Role.OWNER)
+    done = finished_at_the_simulator(
+        simulator, owner, "a red fox in fresh snow, golden hour", num_outputs=2, aspect_ratio="4:3"
+    )
+    finished_at_the_simulator(simulator, owner, "a lighthouse in a storm", aspect_ratio="9:16")
+    make_prediction("a castle in the clouds", status="processing", submitted_by=owner)
+    make_prediction("out of memory", status="failed", error="CUDA out of memory.")
+    PAGES["prediction"] = done.get_absolute_url()
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / "prediction-detail.png", full_page=True)
+    taken, too_wide = [], []
+    for width, device in ((1280, "desktop"), (390, "phone")):
+        for scheme in ("light", "dark"):
+            context = browser.new_context(
+                viewport={"width": width, "height": 900}, color_scheme=scheme
+            )
+            page = context.new_page()
+            console = Console(page)
+            page.goto(f"{live_server.url}/sign-in/")
+            page.screenshot(path=ARTIFACTS / f"sign-in-{device}-{scheme}.png", full_page=True)
+            page.get_by_label("Username").fill("otto")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(f"{live_server.url}/")
+            for name, path in PAGES.items():
+                if name == "sign-in":
+                    continue
+                response = page.goto(live_server.url + path)
+                assert response.status == 200, name
+                page.wait_for_load_state("networkidle")
+                # Nothing is wider than the screen: a phone never scrolls sideways.
+                if page.evaluate("document.documentElement.scrollWidth") > width:
+                    too_wide.append(f"{name}-{device}")
+                shot = ARTIFACTS / f"{name}-{device}-{scheme}.png"
+                page.screenshot(path=shot, full_page=True)
+                taken.append(shot)
+            assert console.problems == [], (device, scheme, console.problems)
+            context.close()
+    assert all(shot.stat().st_size > 10_000 for shot in taken)
+    assert too_wide == []

@@ -139,7 +139,7 @@ def test_a_prediction_has_exactly_the_documented_fields_and_replicate_style_ids(
     [
         ({"num_outputs": 0}, "input.num_outputs"),
         ({"num_outputs": 5}, "input.num_outputs"),
-        ({"aspect_ratio": "5:4"}, "input.aspect_ratio"),
+        ({"aspect_ratio": "7:5"}, "input.aspect_ratio"),
         ({"output_format": "gif"}, "input.output_format"),
         ({"output_quality": 101}, "input.output_quality"),
         ({"seed": "lucky"}, "input.seed"),

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from .images import ASPECT_RATIOS, OUTPUT_FORMATS, render_image
+from .images import ASPECT_RATIOS, MATCH_INPUT_IMAGE, OUTPUT_FORMATS, render_image
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 FAULT_ENDPOINTS = ("create", "get", "cancel")
@@ -268,7 +268,11 @@ class Engine:
                 input=input,
                 seed=input.get("seed", self._rng.randrange(65536)),
                 num_outputs=input.get("num_outputs", 1),
-                aspect_ratio=input.get("aspect_ratio", "1:1"),
+                aspect_ratio=(
+                    "1:1"
+                    if input.get("aspect_ratio") == MATCH_INPUT_IMAGE
+                    else input.get("aspect_ratio", "1:1")
+                ),
                 output_format=input.get("output_format", "webp"),
                 output_quality=input.get("output_quality", 80),
                 created=now,
@@ -406,8 +410,8 @@ def input_problems(input: Any) -> list[str]:
         problems.append("- input: prompt is required")
     if not _is_int_within(input.get("num_outputs", 1), 1, 4):
         problems.append("- input.num_outputs: must be an integer from 1 to 4")
-    if input.get("aspect_ratio", "1:1") not in ASPECT_RATIOS:
-        choices = ", ".join(f'"{ratio}"' for ratio in ASPECT_RATIOS)
+    if input.get("aspect_ratio", "1:1") not in (*ASPECT_RATIOS, MATCH_INPUT_IMAGE):
+        choices = ", ".join(f'"{ratio}"' for ratio in (*ASPECT_RATIOS, MATCH_INPUT_IMAGE))
         problems.append(f"- input.aspect_ratio: must be one of the following: {choices}")
     if input.get("output_format", "webp") not in OUTPUT_FORMATS:
         choices = ", ".join(f'"{name}"' for name in OUTPUT_FORMATS)

@@ -16,7 +16,13 @@ ASPECT_RATIOS: dict[str, tuple[int, int]] = {
     "2:3": (2, 3),
     "21:9": (21, 9),
     "9:21": (9, 21),
+    "4:5": (4, 5),
+    "5:4": (5, 4),
+    "2:1": (2, 1),
+    "1:2": (1, 2),
 }
+# FLUX Kontext's default; the simulator never fetches the input image, so it renders a square.
+MATCH_INPUT_IMAGE = "match_input_image"
 
 # output_format -> (Pillow encoder, Content-Type)
 OUTPUT_FORMATS: dict[str, tuple[str, str]] = {

@@ -1,0 +1,285 @@
+"""What the history and the gallery show: filters and page positions, read from the URL.
+
+A page is a chunk of the team's predictions, newest first, between two positions in that order
+(a keyset: `submitted_at` then `id`, both descending), so a deep page costs what the first one
+does and a page already on screen never shifts when predictions are added. The browser keeps
+each chunk's positions in its URLs: `before` to fetch the next older chunk, `before` and
+`through` to refresh a chunk in place.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import cached_property
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Max, Q, QuerySet
+from django.db.models.fields.json import KT
+from django.http import HttpRequest
+from django.utils import timezone
+
+from accounts.models import Membership
+from accounts.teams import for_team
+
+from .client import MODEL_RE
+from .models import RUNNING, Prediction, Status
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+CURSOR_RE = re.compile(r"(\d{1,16})-(\d{1,18})")
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A position in the newest-first order: one prediction's (submitted_at, id)."""
+
+    submitted_at: datetime
+    pk: int
+
+    @classmethod
+    def of(cls, prediction: Prediction) -> "Cursor":
+        return cls(prediction.submitted_at, prediction.pk)
+
+    @classmethod
+    def parse(cls, value: str) -> "Cursor":
+        """`<microseconds since 1970>-<id>`; ValueError for anything else."""
+        match = CURSOR_RE.fullmatch(value)
+        if not match:
+            raise ValueError(value)
+        try:
+            submitted_at = EPOCH + int(match[1]) * MICROSECOND
+        except OverflowError:
+            raise ValueError(value) from None
+        return cls(submitted_at, int(match[2]))
+
+    def __str__(self) -> str:
+        return f"{(self.submitted_at - EPOCH) // MICROSECOND}-{self.pk}"
+
+    def older(self) -> Q:
+        """Strictly older than this position. The first term bounds the index range scan."""
+        return Q(submitted_at__lte=self.submitted_at) & (
+            Q(submitted_at__lt=self.submitted_at) | Q(pk__lt=self.pk)
+        )
+
+    def this_or_newer(self) -> Q:
+        return Q(submitted_at__gte=self.submitted_at) & (
+            Q(submitted_at__gt=self.submitted_at) | Q(pk__gte=self.pk)
+        )
+
+
+# Where the oldest chunk ends: it reaches back to the team's very first prediction.
+FIRST = Cursor(EPOCH, 0)
+
+
+def span(before: Cursor | None, through: Cursor | None) -> Q:
+    """From `before` (exclusive, None: the newest) back to `through` (inclusive, None: all)."""
+    condition = Q()
+    if before:
+        condition &= before.older()
+    if through:
+        condition &= through.this_or_newer()
+    return condition
+
+
+class CursorField(forms.CharField):
+    default_error_messages = {
+        "invalid": "This link points at a position in the list that does not exist. "
+        "Start again from the newest."
+    }
+    widget = forms.HiddenInput
+
+    def to_python(self, value: str) -> Cursor | None:
+        value = super().to_python(value)
+        if not value:
+            return None
+        try:
+            return Cursor.parse(value)
+        except ValueError:
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None
+
+
+@dataclass
+class Chunk:
+    """One page of a list as the browser holds it: the predictions from `before` (exclusive,
+    None for the newest) back to `through` (inclusive)."""
+
+    predictions: list[Prediction]
+    before: Cursor | None
+    through: Cursor
+    has_older: bool
+    # Unfinished predictions in this chunk's range: the chunk refreshes until there are none.
+    watching: bool
+    query: str
+    refresh_query: str
+    older_query: str
+
+
+class HistoryFilterForm(forms.Form):
+    """The history's filters. Every field is optional; an empty form lists everything."""
+
+    page_size = 50
+    # The filters kept in links to other pages of the same list.
+    filter_names = ["q", "status", "model", "member", "since", "until"]
+
+    q = forms.CharField(label="Prompt contains", required=False, max_length=200)
+    status = forms.ChoiceField(
+        choices=[("", "Any status"), *Status.choices],
+        required=False,
+        error_messages={"invalid_choice": "There is no status called %(value)s."},
+    )
+    # Free text behind a select: validating it costs no query, and MODEL_RE bounds its length.
+    model = forms.CharField(required=False, widget=forms.Select)
+    member = forms.ModelChoiceField(
+        queryset=get_user_model().objects.none(),
+        required=False,
+        to_field_name="username",
+        empty_label="Anyone",
+        error_messages={"invalid_choice": "No member of this team is called %(value)s."},
+    )
+    since = forms.DateField(
+        label="From", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        label="To", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    before = CursorField(required=False)
+    through = CursorField(required=False)
+
+    def __init__(self, data, *, request: HttpRequest) -> None:
+        super().__init__(data, label_suffix="")
+        self.request = request
+        # Only the team's members, removed ones included while they are still members.
+        self.fields["member"].queryset = (
+            get_user_model()
+            .objects.filter(memberships__in=for_team(request, Membership.objects.all()))
+            .order_by("username")
+        )
+        # A callable is read only when the select is rendered: a refresh costs no query for it.
+        self.fields["model"].widget.choices = lambda: self.model_choices
+
+    @cached_property
+    def model_choices(self) -> list[tuple[str, str]]:
+        """The models the team has used, for the model select."""
+        predictions = for_team(self.request, Prediction.objects.all()).order_by("model")
+        models = list(predictions.values_list("model", flat=True).distinct())
+        # A bookmarked model the team has not used (yet) stays selected.
+        if self.data.get("model") and self.data["model"] not in models:
+            models.append(self.data["model"])
+        return [("", "Any model"), *((model, model) for model in models)]
+
+    # --- Validation ------------------------------------------------------------------------
+
+    def clean_q(self) -> str:
+        return self.cleaned_data["q"].strip()
+
+    def clean_model(self) -> str:
+        model = self.cleaned_data["model"].strip()
+        if model and not MODEL_RE.fullmatch(model):
+            raise forms.ValidationError(
+                "Give the model as owner/name, for example black-forest-labs/flux-schnell."
+            )
+        return model
+
+    def clean(self) -> dict:
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since and until and since > until:
+            self.add_error("until", "The end date is before the start date.")
+        return data
+
+    # --- Querying --------------------------------------------------------------------------
+
+    def watched(self) -> QuerySet:
+        """The team's predictions matching every filter but the status: the ones whose changes
+        a page must follow, since a prediction that finishes may enter the shown set."""
+        data = self.cleaned_data
+        predictions = for_team(self.request, Prediction.objects.all())
+        if data["q"]:
+            predictions = predictions.alias(prompt_text=KT("input__prompt")).filter(
+                prompt_text__icontains=data["q"]
+            )
+        if data["model"]:
+            predictions = predictions.filter(model=data["model"])
+        if data["member"]:
+            predictions = predictions.filter(submitted_by=data["member"])
+        if data["since"]:
+            predictions = predictions.filter(submitted_at__gte=start_of(data["since"]))
+        if data["until"]:
+            predictions = predictions.filter(
+                submitted_at__lt=start_of(data["until"] + timedelta(days=1))
+            )
+        return predictions
+
+    def shown(self, predictions: QuerySet) -> QuerySet:
+        if self.cleaned_data["status"]:
+            predictions = predictions.filter(status=self.cleaned_data["status"])
+        return predictions
+
+    def chunk(self) -> Chunk:
+        """The page the URL asks for. Without `through`, the next `page_size` predictions from
+        `before`; with it, the whole range, as a refresh of a chunk already on screen."""
+        data = self.cleaned_data
+        shown = self.shown(self.watched()).filter(span(data["before"], data["through"]))
+        shown = shown.select_related("submitted_by")
+        shown = shown.defer("logs").order_by("-submitted_at", "-id")
+        if data["through"]:
+            predictions, has_older, through = list(shown), False, data["through"]
+        else:
+            predictions = list(shown[: self.page_size + 1])
+            has_older = len(predictions) > self.page_size
+            predictions = predictions[: self.page_size]
+            through = Cursor.of(predictions[-1]) if has_older else FIRST
+        unfinished = self.watched().filter(span(data["before"], through), status__in=RUNNING)
+        last = Cursor.of(predictions[-1]) if predictions else None
+        return Chunk(
+            predictions=predictions,
+            before=data["before"],
+            through=through,
+            has_older=has_older,
+            watching=unfinished.exists(),
+            query=self.query(),
+            refresh_query=self.query(before=data["before"], through=through),
+            older_query=self.query(before=last),
+        )
+
+    def version(self) -> str | None:
+        """A cheap stand-in for a chunk refresh's content (the ETag), None for anything else.
+
+        The watched range's count and latest change: a prediction that changes, finishes,
+        appears or leaves moves one of them, and the ORM writes bump `updated_at`.
+        """
+        if not (self.request.htmx and self.is_valid() and self.cleaned_data["through"]):
+            return None
+        data = self.cleaned_data
+        watched = self.watched().filter(span(data["before"], data["through"]))
+        seen = watched.aggregate(count=Count("id"), latest=Max("updated_at"))
+        latest = seen["latest"].timestamp() if seen["latest"] else 0
+        return f"{self.request.membership.team_id}-{seen['count']}-{latest}"
+
+    def query(self, **cursors: Cursor | None) -> str:
+        """This form's filters as a query string, with the given cursors."""
+        params = [(name, self.data[name]) for name in self.filter_names if self.data.get(name)]
+        params += [(name, str(cursor)) for name, cursor in cursors.items() if cursor]
+        return urlencode(params)
+
+    @property
+    def is_filtered(self) -> bool:
+        return any(self.data.get(name) for name in self.filter_names)
+
+
+class GalleryFilterForm(HistoryFilterForm):
+    """The history's filters, for a gallery of finished images: there is no status to pick."""
+
+    page_size = 24
+    filter_names = ["q", "model", "member", "since", "until"]
+    status = None
+
+    def shown(self, predictions: QuerySet) -> QuerySet:
+        # Outputs the provider has removed would show as broken images.
+        return predictions.filter(status=Status.SUCCEEDED, output__isnull=False, data_removed=False)
+
+
+def start_of(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))

@@ -1,0 +1,33 @@
+// Live fragments poll with hx-trigger="every Ns". While the tab is hidden, at most one poll per
+// fragment goes through every 30 s; when the tab shows again, every live fragment refreshes at
+// once. Fragments stop polling by themselves: a finished one is rendered without its trigger.
+(function () {
+  "use strict";
+  var HIDDEN_INTERVAL = 30000;
+  var lastPoll = new Map();
+
+  function isPoller(elt) {
+    return /\bevery\b/.test(elt.getAttribute("hx-trigger") || "");
+  }
+
+  function key(elt) {
+    return elt.id || elt.getAttribute("hx-get") || "";
+  }
+
+  document.addEventListener("htmx:confirm", function (evt) {
+    var elt = evt.detail.elt;
+    if (!isPoller(elt)) return;
+    if (document.hidden && Date.now() - (lastPoll.get(key(elt)) || 0) < HIDDEN_INTERVAL) {
+      evt.preventDefault();
+      return;
+    }
+    lastPoll.set(key(elt), Date.now());
+  });
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden || !window.htmx) return;
+    document.querySelectorAll("[hx-get][hx-trigger]").forEach(function (elt) {
+      if (isPoller(elt)) window.htmx.ajax("GET", elt.getAttribute("hx-get"), { source: elt });
+    });
+  });
+})();
