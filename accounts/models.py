@@ -121,8 +121,8 @@ class Invite(models.Model):
         return self.used_at is None and timezone.now() < self.expires_at
 
     def accept(self, user) -> Membership | None:
-        """Use the invite once: the user joins (or keeps a higher role). None if already used
-        or expired."""
+        """Use the invite once: the user joins with its role, or moves up to it if they were
+        already in the team with a lower one. None if it was used already or has expired."""
         with transaction.atomic():
             taken = Invite.objects.filter(
                 pk=self.pk, used_at=None, expires_at__gt=timezone.now()
@@ -134,6 +134,15 @@ class Invite(models.Model):
             )
             if created:
                 AuditEvent.record(self.team, user, "member_joined", f"{user} joined as {self.role}")
+            elif not membership.allows(self.role):
+                old, membership.role = membership.role, self.role
+                membership.save(update_fields=["role"])
+                AuditEvent.record(
+                    self.team,
+                    user,
+                    "role_changed",
+                    f"{user} moved from {old} to {self.role} by an invite",
+                )
         return membership
 
 
@@ -162,6 +171,10 @@ class ProviderCredential(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} key …{self.last4} for {self.team}"
+
+    @property
+    def provider_label(self) -> str:
+        return settings.PROVIDERS.get(self.provider, {}).get("label", self.provider)
 
     @property
     def masked(self) -> str:

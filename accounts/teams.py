@@ -22,13 +22,20 @@ from .models import Membership, Role
 SESSION_KEY = "team_id"
 
 
-def current_membership(request: HttpRequest) -> Membership | None:
-    """The signed-in user's membership of the team chosen in the session, else of their first."""
+def memberships_of(request: HttpRequest) -> list[Membership]:
+    """The signed-in user's memberships, teams included, in one query."""
     if not request.user.is_authenticated:
-        return None
-    memberships = Membership.objects.filter(user=request.user).select_related("team")
+        return []
+    return list(Membership.objects.filter(user=request.user).select_related("team"))
+
+
+def current_membership(request: HttpRequest, memberships: list[Membership]) -> Membership | None:
+    """The membership of the team chosen in the session, else the first one."""
     chosen = request.session.get(SESSION_KEY)
-    return (chosen and memberships.filter(team_id=chosen).first()) or memberships.first()
+    for membership in memberships:
+        if membership.team_id == chosen:
+            return membership
+    return memberships[0] if memberships else None
 
 
 def switch_team(request: HttpRequest, team_id: int) -> bool:

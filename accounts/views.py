@@ -128,11 +128,15 @@ def revoke_invite(request, pk: int):
 
 
 def is_last_owner(membership: Membership) -> bool:
-    return membership.is_owner and membership.team.owners().count() == 1
+    """Locks the team's owners until the transaction ends, so two owners demoting each other at
+    once cannot leave the team without one."""
+    owners = list(membership.team.owners().select_for_update().values_list("pk", flat=True))
+    return owners == [membership.pk]
 
 
 @team_required(Role.OWNER)
 @require_POST
+@transaction.atomic
 def change_role(request, pk: int):
     membership = team_object_or_404(request, Membership.objects.select_related("user"), pk=pk)
     form = RoleForm(request.POST)
@@ -154,6 +158,7 @@ def change_role(request, pk: int):
 
 @team_required(Role.OWNER)
 @require_POST
+@transaction.atomic
 def remove_member(request, pk: int):
     membership = team_object_or_404(request, Membership.objects.select_related("user"), pk=pk)
     if is_last_owner(membership):
@@ -183,10 +188,12 @@ def credentials(request):
             team,
             request.user,
             "credential_set",
-            f"{request.user} set the {provider} key ending {credential.last4}",
+            f"{request.user} set the {credential.provider_label} key ending {credential.last4}",
         )
         messages.success(
-            request, f"Saved. New {provider} predictions use the key ending {credential.last4}."
+            request,
+            f"Saved. New {credential.provider_label} predictions use the key ending "
+            f"{credential.last4}.",
         )
         return redirect("accounts:credentials")
     return render(
@@ -205,7 +212,7 @@ def delete_credential(request, pk: int):
         credential.team,
         request.user,
         "credential_deleted",
-        f"{request.user} removed the {credential.provider} key ending {credential.last4}",
+        f"{request.user} removed the {credential.provider_label} key ending {credential.last4}",
     )
     return redirect("accounts:credentials")
 

@@ -76,10 +76,6 @@ class Provider:
         # Never show the token, in logs, tracebacks or the debugger.
         return f"Provider({self.name!r}, {self.base_url!r})"
 
-    @property
-    def is_demo(self) -> bool:
-        return self.name == "simulator"
-
 
 def validate_model(model: str) -> tuple[str, str]:
     if not MODEL_RE.fullmatch(model):

@@ -182,6 +182,12 @@ class HistoryFilterForm(forms.Form):
             )
         return model
 
+    def clean_until(self) -> date | None:
+        until = self.cleaned_data["until"]
+        if until and until >= date.max - timedelta(days=1):
+            raise forms.ValidationError("Give an end date before the year 9999.")
+        return until
+
     def clean(self) -> dict:
         data = super().clean()
         since, until = data.get("since"), data.get("until")

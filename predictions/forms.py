@@ -18,7 +18,13 @@ MODEL_MESSAGE = "Give the model as owner/name, for example black-forest-labs/flu
 
 
 def provider_choices() -> list[tuple[str, str]]:
-    return [(name, config["label"]) for name, config in settings.PROVIDERS.items()]
+    """Every provider; the demo simulator only where it is the deployment's default (elsewhere
+    no simulator runs)."""
+    return [
+        (name, config["label"])
+        for name, config in settings.PROVIDERS.items()
+        if name != "simulator" or settings.DEFAULT_PROVIDER == "simulator"
+    ]
 
 
 class WebAddressField(forms.URLField):
@@ -82,6 +88,11 @@ def initial_value(spec: Input, value: Any) -> Any:
     if spec.kind == "boolean" and isinstance(value, bool):
         return "true" if value else "false"
     return value
+
+
+def refuse_constant(name: str):
+    """NaN and Infinity are not JSON, though Python's parser takes them."""
+    raise ValueError(f"{name} is not a JSON number: give a finite number.")
 
 
 class PredictionForm(forms.Form):
@@ -206,8 +217,10 @@ class PredictionForm(forms.Form):
         if not text:
             return {}
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
+            value = json.loads(text, parse_constant=refuse_constant)
+        except ValueError as exc:
+            if not isinstance(exc, json.JSONDecodeError):
+                raise forms.ValidationError(str(exc)) from None
             raise forms.ValidationError(
                 f"This is not valid JSON: {exc.msg.lower()} at line {exc.lineno}, column "
                 f"{exc.colno}. Keys and strings take double quotes, as in "
@@ -304,3 +317,25 @@ class RerunForm(forms.Form):
     """Run again: an optional key makes a double-clicked button run the prediction once."""
 
     request_key = forms.UUIDField(required=False, widget=forms.HiddenInput, initial=uuid.uuid4)
+
+
+class LogCursorForm(forms.Form):
+    """`?cursor=N&bar=M`: how many characters of the log the viewer has been sent, and where
+    the line of the bar it shows as `#log-bar-current` starts (see predictions.logs)."""
+
+    cursor = forms.IntegerField(
+        required=False,
+        min_value=0,
+        error_messages={
+            "invalid": "The cursor must be a whole number of characters.",
+            "min_value": "The cursor cannot be negative.",
+        },
+    )
+    bar = forms.IntegerField(
+        required=False,
+        min_value=0,
+        error_messages={
+            "invalid": "The bar must be a whole number of characters.",
+            "min_value": "The bar cannot be negative.",
+        },
+    )

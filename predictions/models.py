@@ -145,6 +145,9 @@ class Prediction(models.Model):
             ),
         ]
 
+    # The claim a worker took this copy with (see take()); None outside workers.
+    claim: int | None = None
+
     def __str__(self) -> str:
         return f"{self.model} ({self.get_status_display()})"
 
@@ -297,7 +300,9 @@ print(prediction["status"], prediction["output"] or prediction["error"])
         lease_until = timezone.now() + timedelta(seconds=settings.POLL_LEASE)
         if not cls.objects.filter(pk=pk, claims=claim).update(next_poll_at=lease_until):
             return None
-        return cls.objects.get(pk=pk)
+        prediction = cls.objects.get(pk=pk)
+        prediction.claim = claim
+        return prediction
 
     def advance(self, client: ProviderClient) -> None:
         """Do the one step this claimed prediction is due for: send, cancel or poll."""
@@ -373,13 +378,25 @@ print(prediction["status"], prediction["output"] or prediction["error"])
         self._call_provider(client.get)
 
     def cancel_remote(self, client: ProviderClient) -> None:
-        self._call_provider(client.cancel)
+        self._call_provider(client.cancel, refused=self.cancel_refused)
 
-    def _call_provider(self, method) -> None:
+    def cancel_refused(self, exc: ProviderError) -> None:
+        """The provider will not cancel: stop asking, and follow the prediction to its end."""
+        self._update(
+            Q(status__in=RUNNING),
+            cancel_requested_at=None,
+            last_error=f"The provider refused to cancel it: {exc.message}",
+            next_poll_at=timezone.now(),
+        )
+
+    def _call_provider(self, method, refused=None) -> None:
         try:
             payload = method(self.get_provider(), self.provider_id)
         except ProviderError as exc:
-            self.poll_failed(exc)
+            if refused and not exc.retryable and exc.status != 404:
+                refused(exc)
+            else:
+                self.poll_failed(exc)
         except ProviderNotConfigured as exc:
             # The team's key was removed mid-flight: keep trying until one is back or the deadline.
             self.poll_failed(ProviderError(str(exc), retryable=True))
@@ -405,15 +422,20 @@ print(prediction["status"], prediction["output"] or prediction["error"])
         )
 
     def apply_remote(self, payload: dict[str, Any]) -> bool:
-        """Map a provider response onto this prediction; False if it would move it backwards."""
+        """Map a provider response onto this prediction; False if it would move it backwards
+        or a newer claim owns the prediction now."""
+        answers_create = self.status == Status.SUBMITTING
         status = payload.get("status")
         if status not in REMOTE_STATUSES:
-            self.poll_failed(
-                ProviderError(
-                    f"The provider reported an unknown status {status!r}.", retryable=True
+            if not answers_create:
+                self.poll_failed(
+                    ProviderError(
+                        f"The provider reported an unknown status {status!r}.", retryable=True
+                    )
                 )
-            )
-            return False
+                return False
+            # The create went through whatever the provider calls its first state: track it.
+            status = Status.STARTING
         metrics = payload.get("metrics") if isinstance(payload.get("metrics"), dict) else {}
         now = timezone.now()
         fields = {
@@ -440,6 +462,14 @@ print(prediction["status"], prediction["output"] or prediction["error"])
             if status not in RUNNING
             else now + next_poll_interval(now - self.submitted_at),
         }
+        if answers_create:
+            # The paid create's own answer is always kept, even if this worker's lease ran out
+            # meanwhile and another one gave the prediction up as "submit outcome unknown".
+            return self._update(
+                Q(status__in=[Status.SUBMITTING, Status.SUBMIT_UNKNOWN]),
+                bound_to_claim=False,
+                **fields,
+            )
         return self._update(Q(status__in=statuses_before(status)), **fields)
 
     def past_deadline(self) -> bool:
@@ -494,8 +524,11 @@ print(prediction["status"], prediction["output"] or prediction["error"])
             completed_at=timezone.now(),
         )
 
-    def _update(self, condition: Q, **fields: Any) -> bool:
-        """Update this row only if `condition` still holds; True if it did."""
+    def _update(self, condition: Q, bound_to_claim: bool = True, **fields: Any) -> bool:
+        """Update this row only if `condition` still holds and, for a worker's copy, its claim
+        is still the latest (a newer claim's result must not be overwritten); True if it did."""
+        if bound_to_claim and self.claim is not None:
+            condition &= Q(claims=self.claim)
         fields.setdefault("updated_at", timezone.now())
         return bool(type(self).objects.filter(condition, pk=self.pk).update(**fields))
 

@@ -1,6 +1,5 @@
 import uuid
 
-from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.db import IntegrityError, transaction
@@ -19,7 +18,7 @@ from accounts.teams import for_team, team_object_or_404, team_required
 from .catalog import CATALOG
 from .client import ProviderNotConfigured
 from .filters import GalleryFilterForm, HistoryFilterForm
-from .forms import NewImagesQuery, PredictionForm, RerunForm
+from .forms import LogCursorForm, NewImagesQuery, PredictionForm, RerunForm
 from .logs import TAIL, read_log
 from .models import RUNNING, Prediction
 from .tasks import wake_dispatcher
@@ -113,7 +112,11 @@ def save_predictions(request, key, variations: list[dict]) -> list[Prediction]:
                 for fields in variations
             ]
     except IntegrityError:
-        return submitted_with(request, key)
+        # Only a twin request that saved the same key first explains this; anything else is a bug.
+        twins = submitted_with(request, key)
+        if not twins:
+            raise
+        return twins
     transaction.on_commit(wake_dispatcher)
     return predictions
 
@@ -164,7 +167,6 @@ def cancel(request, pk: int):
     return redirect(prediction)
 
 
-# Stubs, each being written by one person; replace the body, keep the decorators' intent.
 @team_required(Role.MEMBER)
 @vary_on_headers("HX-Request")
 def new(request):
@@ -203,7 +205,9 @@ def gallery(request):
     return render_chunk(request, form, "predictions/gallery.html", "tiles")
 
 
-def render_chunk(request, form: HistoryFilterForm, template: str, chunk_partial: str):
+def render_chunk(
+    request, form: HistoryFilterForm | GalleryFilterForm, template: str, chunk_partial: str
+):
     """A list page, or for htmx one chunk of it: `chunk_partial` to refresh a chunk on screen
     (the URL has `through`), `page` (the chunk and its older link) to append the next one."""
     if not form.is_valid():
@@ -211,28 +215,6 @@ def render_chunk(request, form: HistoryFilterForm, template: str, chunk_partial:
     if request.htmx:
         template += f"#{chunk_partial}" if form.cleaned_data["through"] else "#page"
     return render(request, template, {"form": form, "chunk": form.chunk()})
-
-
-class LogCursorForm(forms.Form):
-    """`?cursor=N&bar=M`: how many characters of the log the viewer has been sent, and where
-    the line of the bar it shows as `#log-bar-current` starts (see predictions.logs)."""
-
-    cursor = forms.IntegerField(
-        required=False,
-        min_value=0,
-        error_messages={
-            "invalid": "The cursor must be a whole number of characters.",
-            "min_value": "The cursor cannot be negative.",
-        },
-    )
-    bar = forms.IntegerField(
-        required=False,
-        min_value=0,
-        error_messages={
-            "invalid": "The bar must be a whole number of characters.",
-            "min_value": "The bar cannot be negative.",
-        },
-    )
 
 
 @team_required()

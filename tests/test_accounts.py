@@ -246,7 +246,7 @@ def test_owners_see_membership_role_and_key_changes_in_the_audit_log(team, membe
     page = owner.get("/team/audit/").content.decode()
 
     assert "otto changed mia from member to viewer" in page
-    assert f"otto set the cometapi key ending {SECRET[-4:]}" in page
+    assert f"otto set the CometAPI key ending {SECRET[-4:]}" in page
     assert AuditEvent.objects.filter(team=team).count() == 2
     assert signed_in(member).get("/team/audit/").status_code == 403
 

@@ -104,7 +104,10 @@ def test_a_job_runs_live_from_the_form_to_its_log_and_the_gallery_lightbox(
 
 
 @pytest.mark.usefixtures("worker", "scheduler")
-def test_a_slow_job_is_canceled_from_its_page_without_a_reload(live_server, page, member):
+def test_a_slow_job_is_canceled_from_its_page_without_a_reload(
+    live_server, page, member, simulator
+):
+    simulator.engine.speed = 2  # darkroom/slow then runs about 30 s
     prediction = make_prediction("a very slow painting", model="darkroom/slow", submitted_by=member)
     sign_in(page, live_server.url, member.username)
     page.goto(live_server.url + prediction.get_absolute_url())

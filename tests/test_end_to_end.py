@@ -46,7 +46,8 @@ def test_a_submitted_prediction_succeeds_with_logs_metrics_and_outputs(client, s
     assert prediction.next_poll_at is None
 
 
-def test_a_canceled_prediction_ends_canceled(client):
+def test_a_canceled_prediction_ends_canceled(client, simulator):
+    simulator.engine.speed = 2  # darkroom/slow then runs about 30 s
     prediction = submit(client, "a very slow painting", model="darkroom/slow")
     wait_for(lambda: Prediction.objects.get(pk=prediction.pk).status == "processing")
 

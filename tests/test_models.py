@@ -186,3 +186,46 @@ def test_concurrent_dispatchers_never_claim_one_prediction_twice():
         thread.join()
 
     assert sorted(claimed) == sorted(Prediction.objects.values_list("pk", flat=True))
+
+
+def test_a_create_answered_with_an_unknown_first_status_is_still_tracked():
+    prediction = make_prediction()
+    [(pk, claim)] = Prediction.claim_due(limit=10)
+    taken = Prediction.take(pk, claim)
+    Prediction.objects.filter(pk=pk).update(sending_since=timezone.now())
+
+    assert taken.apply_remote({"id": "abc123", "status": "queued"})
+
+    prediction.refresh_from_db()
+    assert (prediction.status, prediction.provider_id) == ("starting", "abc123")
+    assert prediction.sending_since is None
+
+
+def test_a_create_answer_arriving_after_the_outcome_was_given_up_is_kept():
+    prediction = make_prediction()
+    [(pk, claim)] = Prediction.claim_due(limit=10)
+    slow_sender = Prediction.take(pk, claim)
+    prediction.give_up_submit("The worker stopped.")
+
+    assert slow_sender.apply_remote({"id": "abc123", "status": "starting"})
+
+    prediction.refresh_from_db()
+    assert (prediction.status, prediction.provider_id, prediction.error) == (
+        "starting",
+        "abc123",
+        "",
+    )
+
+
+def test_a_stale_workers_poll_result_cannot_overwrite_a_newer_claims():
+    make_prediction(status="processing", provider_id="abc123")
+    [(pk, first)] = Prediction.claim_due(limit=10)
+    stale = Prediction.take(pk, first)
+    Prediction.objects.filter(pk=pk).update(next_poll_at=timezone.now())
+    [(_, second)] = Prediction.claim_due(limit=10)
+    fresh = Prediction.take(pk, second)
+
+    assert fresh.apply_remote({"id": "abc123", "status": "processing", "logs": "newer\n"})
+    assert not stale.apply_remote({"id": "abc123", "status": "processing", "logs": "older\n"})
+
+    assert Prediction.objects.get(pk=pk).logs == "newer\n"

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from predictions.client import ProviderClient
 from predictions.models import Prediction
+from predictions.simulator import Simulator
 
 from .conftest import make_prediction, wait_for
 
@@ -163,3 +164,20 @@ def test_a_cancel_requested_while_sending_is_sent_once_created(simulator):
     prediction = step(prediction)
     assert prediction.status == "canceled"
     assert creates(simulator, prediction) == 1
+
+
+def test_a_refused_cancel_is_dropped_and_the_prediction_followed_to_its_end(settings):
+    with Simulator(token="another-key") as strict:  # refuses our key: 401, a permanent answer
+        settings.PROVIDERS = {
+            **settings.PROVIDERS,
+            "simulator": {**settings.PROVIDERS["simulator"], "base_url": strict.base_url},
+        }
+        prediction = make_prediction(status="processing", provider_id="abc123")
+        prediction.request_cancel()
+
+        prediction = step(prediction)
+
+    assert prediction.status == "processing"
+    assert prediction.cancel_requested_at is None
+    assert "refused to cancel" in prediction.last_error
+    assert "401" in prediction.last_error
