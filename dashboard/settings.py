@@ -265,7 +265,8 @@ DISPATCH_INTERVAL = env_float("DISPATCH_INTERVAL", 1.0)
 # Redis when REDIS_URL is set; otherwise Celery's filesystem broker under var/, no server needed.
 REDIS_URL = env_str("REDIS_URL")
 BROKER_DIR = VAR_DIR / "broker"
-CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+# The filesystem broker needs no host; naming one keeps kombu from warning that none was given.
+CELERY_BROKER_URL = REDIS_URL or "filesystem://localhost//"
 if not REDIS_URL:
     CELERY_BROKER_TRANSPORT = "dashboard.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -260,3 +260,55 @@ def test_every_page_is_photographed_at_desktop_and_phone_width_in_light_and_dark
             context.close()
     assert all(shot.stat().st_size > 10_000 for shot in taken)
     assert too_wide == []
+
+
+def test_a_hidden_tab_polls_rarely_and_refreshes_when_shown_again(live_server, page, member):
+    prediction = make_prediction("in the background", status="processing", provider_id="abc")
+    polls = []
+    page.on("request", lambda r: r.headers.get("hx-request") and polls.append(r.url))
+    sign_in(page, live_server.url, member.username)
+    page.goto(live_server.url + prediction.get_absolute_url())
+    page.wait_for_timeout(1500)
+
+    page.evaluate(
+        "Object.defineProperty(document, 'hidden', {configurable: true, get: () => true});"
+        "document.dispatchEvent(new Event('visibilitychange'))"
+    )
+    page.wait_for_timeout(500)
+    hidden_from = len(polls)
+    page.wait_for_timeout(4000)
+    while_hidden = len(polls) - hidden_from
+
+    page.evaluate(
+        "Object.defineProperty(document, 'hidden', {configurable: true, get: () => false});"
+        "document.dispatchEvent(new Event('visibilitychange'))"
+    )
+    page.wait_for_timeout(300)
+
+    assert while_hidden == 0  # four seconds of a 1 s poller, all skipped
+    assert len(polls) > hidden_from  # shown again: refreshed at once
+
+
+def test_without_javascript_every_page_still_works_through_plain_links(
+    live_server, browser, member, worker, scheduler
+):
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    sign_in(page, live_server.url, member.username)
+    page.goto(f"{live_server.url}/new/")
+    page.locator("#id_prompt").fill("no script needed")
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_url("**/predictions/*/")
+
+    for _ in range(40):
+        page.reload()
+        if "Succeeded" in page.locator(".status").first.inner_text():
+            break
+        page.wait_for_timeout(250)
+    expect(page.locator(".status").first).to_contain_text("Succeeded")
+    expect(page.locator(".outputs img")).to_have_count(1)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Gallery").click()
+    expect(page.locator(".tile")).to_have_count(1)
+    page.locator(".tile").first.click()
+    page.wait_for_url("**/predictions/*/")
+    context.close()
