@@ -119,16 +119,21 @@ def test_a_slow_job_is_canceled_from_its_page_without_a_reload(
     assert page.console.problems == []
 
 
-def test_the_lightbox_moves_with_the_arrow_keys_and_esc_returns_focus(
-    live_server, page, member, simulator
-):
-    for n in range(3):
+def make_finished(count: int, prompt: str, member, simulator) -> None:
+    """`count` succeeded predictions, numbered, whose (absent) images the simulator serves."""
+    for n in range(count):
         make_prediction(
-            f"frame {n}",
+            f"{prompt} {n}",
             status="succeeded",
             submitted_by=member,
             output=[f"{simulator.url}/files/none/out-{n}.webp"],
         )
+
+
+def test_the_lightbox_moves_with_the_arrow_keys_and_esc_returns_focus(
+    live_server, page, member, simulator
+):
+    make_finished(3, "frame", member, simulator)
     sign_in(page, live_server.url, member.username)
     page.goto(f"{live_server.url}/gallery/")
     tiles = page.locator(".tile")
@@ -151,13 +156,7 @@ def test_the_lightbox_moves_with_the_arrow_keys_and_esc_returns_focus(
 def test_the_gallery_scrolls_on_forever_and_the_history_pages_by_link(
     live_server, page, member, simulator
 ):
-    for n in range(60):
-        make_prediction(
-            f"tile {n}",
-            status="succeeded",
-            submitted_by=member,
-            output=[f"{simulator.url}/files/none/out-{n}.webp"],
-        )
+    make_finished(60, "tile", member, simulator)
     sign_in(page, live_server.url, member.username)
 
     page.goto(f"{live_server.url}/gallery/")
