@@ -13,7 +13,7 @@ from django.db import models, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from predictions.client import Provider, ProviderNotConfigured
+from predictions.client import Provider, ProviderNotConfigured, provider_label
 
 
 class Role(models.TextChoices):
@@ -174,7 +174,7 @@ class ProviderCredential(models.Model):
 
     @property
     def provider_label(self) -> str:
-        return settings.PROVIDERS.get(self.provider, {}).get("label", self.provider)
+        return provider_label(self.provider)
 
     @property
     def masked(self) -> str:

@@ -77,6 +77,11 @@ class Provider:
         return f"Provider({self.name!r}, {self.base_url!r})"
 
 
+def provider_label(name: str) -> str:
+    """How people call the provider `name`: its configured label, else the name itself."""
+    return settings.PROVIDERS.get(name, {}).get("label", name)
+
+
 def validate_model(model: str) -> tuple[str, str]:
     if not MODEL_RE.fullmatch(model):
         raise ValueError(f"{model!r} is not a model name of the form owner/name.")

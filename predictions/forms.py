@@ -319,23 +319,20 @@ class RerunForm(forms.Form):
     request_key = forms.UUIDField(required=False, widget=forms.HiddenInput, initial=uuid.uuid4)
 
 
+def log_offset_field(name: str) -> forms.IntegerField:
+    return forms.IntegerField(
+        required=False,
+        min_value=0,
+        error_messages={
+            "invalid": f"The {name} must be a whole number of characters.",
+            "min_value": f"The {name} cannot be negative.",
+        },
+    )
+
+
 class LogCursorForm(forms.Form):
     """`?cursor=N&bar=M`: how many characters of the log the viewer has been sent, and where
     the line of the bar it shows as `#log-bar-current` starts (see predictions.logs)."""
 
-    cursor = forms.IntegerField(
-        required=False,
-        min_value=0,
-        error_messages={
-            "invalid": "The cursor must be a whole number of characters.",
-            "min_value": "The cursor cannot be negative.",
-        },
-    )
-    bar = forms.IntegerField(
-        required=False,
-        min_value=0,
-        error_messages={
-            "invalid": "The bar must be a whole number of characters.",
-            "min_value": "The bar cannot be negative.",
-        },
-    )
+    cursor = log_offset_field("cursor")
+    bar = log_offset_field("bar")

@@ -19,7 +19,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .client import Provider, ProviderClient, ProviderError, ProviderNotConfigured, validate_model
+from .client import (
+    Provider,
+    ProviderClient,
+    ProviderError,
+    ProviderNotConfigured,
+    provider_label,
+    validate_model,
+)
 
 
 class Status(models.TextChoices):
@@ -173,7 +180,7 @@ class Prediction(models.Model):
 
     @property
     def provider_label(self) -> str:
-        return settings.PROVIDERS.get(self.provider, {}).get("label", self.provider)
+        return provider_label(self.provider)
 
     @property
     def input_json(self) -> str:

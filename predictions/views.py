@@ -24,16 +24,20 @@ from .models import RUNNING, Prediction
 from .tasks import wake_dispatcher
 
 
-def history_version(request) -> str | None:
-    return HistoryFilterForm(request.GET, request=request).version()
+def filter_form(request, form_class: type[HistoryFilterForm]) -> HistoryFilterForm:
+    """The list page's filter form, built and validated once per request: the ETag check and
+    the view share it."""
+    if not hasattr(request, "filter_form"):
+        request.filter_form = form_class(request.GET, request=request)
+    return request.filter_form
 
 
 @team_required()
 @cache_control(no_cache=True)
 @vary_on_headers("HX-Request")
-@condition(etag_func=history_version)
+@condition(etag_func=lambda request: filter_form(request, HistoryFilterForm).version())
 def index(request):
-    form = HistoryFilterForm(request.GET, request=request)
+    form = filter_form(request, HistoryFilterForm)
     return render_chunk(request, form, "predictions/history.html", "rows")
 
 
@@ -192,22 +196,16 @@ def new_images_page(request, form: PredictionForm, status: int = 200, part: str 
     return render(request, f"predictions/new.html{part}", context, status=status)
 
 
-def gallery_version(request) -> str | None:
-    return GalleryFilterForm(request.GET, request=request).version()
-
-
 @team_required()
 @cache_control(no_cache=True)
 @vary_on_headers("HX-Request")
-@condition(etag_func=gallery_version)
+@condition(etag_func=lambda request: filter_form(request, GalleryFilterForm).version())
 def gallery(request):
-    form = GalleryFilterForm(request.GET, request=request)
+    form = filter_form(request, GalleryFilterForm)
     return render_chunk(request, form, "predictions/gallery.html", "tiles")
 
 
-def render_chunk(
-    request, form: HistoryFilterForm | GalleryFilterForm, template: str, chunk_partial: str
-):
+def render_chunk(request, form: HistoryFilterForm, template: str, chunk_partial: str):
     """A list page, or for htmx one chunk of it: `chunk_partial` to refresh a chunk on screen
     (the URL has `through`), `page` (the chunk and its older link) to append the next one."""
     if not form.is_valid():

@@ -31,6 +31,11 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 User = get_user_model()
 
 
+def configure_provider(settings, name: str, **changes) -> None:
+    """Change one provider's configuration (base_url, token, ...) for the current test."""
+    settings.PROVIDERS = {**settings.PROVIDERS, name: {**settings.PROVIDERS[name], **changes}}
+
+
 @pytest.fixture(autouse=True)
 def fresh_cache(settings) -> None:
     """A cache namespace of each test's own: no rate-limit counts leak between tests, and
@@ -45,10 +50,7 @@ def fresh_cache(settings) -> None:
 def simulator(settings) -> Iterator[Simulator]:
     """A fast simulator (jobs of about a second) that Darkroom's demo provider points at."""
     sim = Simulator(speed=40.0, seed=1234, faults=Faults()).start()
-    settings.PROVIDERS = {
-        **django_settings.PROVIDERS,
-        "simulator": {**django_settings.PROVIDERS["simulator"], "base_url": sim.base_url},
-    }
+    configure_provider(settings, "simulator", base_url=sim.base_url)
     # As SIMULATOR_URL would: the pages may show images from the simulator's origin.
     csp = django_settings.SECURE_CSP
     settings.SECURE_CSP = {**csp, "img-src": [*csp["img-src"], sim.url]}

@@ -19,7 +19,7 @@ from predictions.client import ProviderClient
 from predictions.models import Prediction
 from predictions.simulator import Simulator
 
-from .conftest import User, make_prediction, make_team, make_user
+from .conftest import User, configure_provider, make_prediction, make_team, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -281,10 +281,7 @@ def test_a_stored_key_is_encrypted_and_never_shown_beyond_its_last_four(team, me
 
 def test_predictions_use_the_teams_key_and_it_never_reaches_the_logs(team, settings, caplog):
     with Simulator(speed=40, token=SECRET) as sim:
-        settings.PROVIDERS = {
-            **settings.PROVIDERS,
-            "cometapi": {**settings.PROVIDERS["cometapi"], "base_url": sim.base_url, "token": ""},
-        }
+        configure_provider(settings, "cometapi", base_url=sim.base_url, token="")
         caplog.set_level(logging.DEBUG)
         owner = signed_in(make_user("otto", team, Role.OWNER))
         owner.post("/team/credentials/", {"provider": "cometapi", "secret": SECRET})
@@ -308,10 +305,7 @@ def test_predictions_use_the_teams_key_and_it_never_reaches_the_logs(team, setti
 
 
 def test_a_team_without_a_key_is_told_what_to_do_and_nothing_is_saved(client, settings):
-    settings.PROVIDERS = {
-        **settings.PROVIDERS,
-        "replicate": {**settings.PROVIDERS["replicate"], "token": ""},
-    }
+    configure_provider(settings, "replicate", token="")
 
     response = client.post(
         "/predictions/new",

@@ -62,6 +62,13 @@ def page(browser):
     context.close()
 
 
+def record_polls(page) -> list[str]:
+    """The URLs of the htmx requests the page makes from now on."""
+    polls: list[str] = []
+    page.on("request", lambda r: r.headers.get("hx-request") and polls.append(r.url))
+    return polls
+
+
 def sign_in(page, url: str, username: str) -> None:
     page.goto(f"{url}/sign-in/")
     page.get_by_label("Username").fill(username)
@@ -176,8 +183,7 @@ def test_the_gallery_scrolls_on_forever_and_the_history_pages_by_link(
 
 def test_polling_stops_once_nothing_on_the_page_can_change(live_server, page, member):
     prediction = make_prediction("almost done", status="processing", provider_id="abc")
-    polls = []
-    page.on("request", lambda r: r.headers.get("hx-request") and polls.append(r.url))
+    polls = record_polls(page)
     sign_in(page, live_server.url, member.username)
     page.goto(live_server.url + prediction.get_absolute_url())
     page.wait_for_timeout(2500)  # Playwright delivers its events only while it is called
@@ -263,8 +269,7 @@ def test_every_page_is_photographed_at_desktop_and_phone_width_in_light_and_dark
 
 def test_a_hidden_tab_polls_rarely_and_refreshes_when_shown_again(live_server, page, member):
     prediction = make_prediction("in the background", status="processing", provider_id="abc")
-    polls = []
-    page.on("request", lambda r: r.headers.get("hx-request") and polls.append(r.url))
+    polls = record_polls(page)
     sign_in(page, live_server.url, member.username)
     page.goto(live_server.url + prediction.get_absolute_url())
     page.wait_for_timeout(1500)

@@ -8,6 +8,8 @@ import pytest
 
 from predictions.client import Provider, ProviderClient, ProviderError, ProviderNotConfigured
 
+from .conftest import configure_provider
+
 
 class RecordingServer:
     """A local HTTP server that records each request and answers with a canned response."""
@@ -190,10 +192,7 @@ def test_a_slow_answer_times_out_and_may_have_been_applied(settings, simulator):
 
 
 def test_an_unknown_provider_or_a_missing_key_says_what_to_do(settings):
-    settings.PROVIDERS = {
-        **settings.PROVIDERS,
-        "cometapi": {**settings.PROVIDERS["cometapi"], "token": ""},
-    }
+    configure_provider(settings, "cometapi", token="")
 
     with pytest.raises(ProviderNotConfigured, match="Unknown provider 'openai'"):
         Provider.named("openai")

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from accounts.models import ProviderCredential, Role
 
-from .conftest import make_prediction, make_team, make_user
+from .conftest import configure_provider, make_prediction, make_team, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -201,10 +201,7 @@ TRICKY_INPUT = {
 
 
 def use_simulator_as(settings, simulator, provider: str) -> None:
-    settings.PROVIDERS = {
-        **settings.PROVIDERS,
-        provider: {**settings.PROVIDERS[provider], "base_url": simulator.base_url},
-    }
+    configure_provider(settings, provider, base_url=simulator.base_url)
 
 
 def test_the_snippets_name_the_base_url_model_and_input_but_never_the_key(client, team):

@@ -13,7 +13,7 @@ from predictions.forms import PredictionForm
 from predictions.models import Prediction
 from predictions.simulator.engine import input_problems
 
-from .conftest import make_prediction, make_team, make_user
+from .conftest import configure_provider, make_prediction, make_team, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -364,10 +364,7 @@ def test_run_again_of_another_teams_prediction_is_404(client):
 
 
 def test_run_again_without_a_provider_key_says_so_and_saves_nothing(client, settings):
-    settings.PROVIDERS = {
-        **settings.PROVIDERS,
-        "replicate": {**settings.PROVIDERS["replicate"], "token": ""},
-    }
+    configure_provider(settings, "replicate", token="")
     original = make_prediction(provider="replicate", status="failed")
 
     response = client.post(f"/predictions/{original.pk}/again", follow=True)

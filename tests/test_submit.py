@@ -13,7 +13,7 @@ from predictions.client import ProviderClient
 from predictions.models import Prediction
 from predictions.simulator import Simulator
 
-from .conftest import make_prediction, wait_for
+from .conftest import configure_provider, make_prediction, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -60,10 +60,7 @@ def test_a_create_that_could_not_connect_is_retried(settings, simulator):
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    settings.PROVIDERS = {
-        **settings.PROVIDERS,
-        "simulator": {**settings.PROVIDERS["simulator"], "base_url": f"http://127.0.0.1:{port}/v1"},
-    }
+    configure_provider(settings, "simulator", base_url=f"http://127.0.0.1:{port}/v1")
     prediction = step(make_prediction())
 
     assert prediction.status == "submitting"
@@ -168,10 +165,7 @@ def test_a_cancel_requested_while_sending_is_sent_once_created(simulator):
 
 def test_a_refused_cancel_is_dropped_and_the_prediction_followed_to_its_end(settings):
     with Simulator(token="another-key") as strict:  # refuses our key: 401, a permanent answer
-        settings.PROVIDERS = {
-            **settings.PROVIDERS,
-            "simulator": {**settings.PROVIDERS["simulator"], "base_url": strict.base_url},
-        }
+        configure_provider(settings, "simulator", base_url=strict.base_url)
         prediction = make_prediction(status="processing", provider_id="abc123")
         prediction.request_cancel()
 

@@ -7,7 +7,7 @@ import pytest
 
 from predictions.models import Prediction
 
-from .conftest import make_prediction
+from .conftest import configure_provider, make_prediction
 
 pytestmark = pytest.mark.django_db
 
@@ -64,10 +64,7 @@ def test_bad_input_gets_a_clear_message_and_saves_nothing(client, changes, messa
 
 
 def test_a_provider_without_a_key_says_which_variable_to_set(client, settings):
-    settings.PROVIDERS = {
-        **settings.PROVIDERS,
-        "replicate": {**settings.PROVIDERS["replicate"], "token": ""},
-    }
+    configure_provider(settings, "replicate", token="")
 
     response = client.post("/predictions/new", form_data(provider="replicate"))
 
