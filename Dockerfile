@@ -16,8 +16,9 @@ RUN pip install . && rm -rf build *.egg-info
 
 RUN useradd --system --no-create-home --home-dir /app darkroom
 COPY . .
-# Code stays root-owned and read-only to the app; only var/ (static files, beat schedule) is its.
-RUN mkdir -p var && chown darkroom:darkroom var
+# Code stays root-owned and read-only to the app; only var/ (static files, beat schedule, archived
+# outputs) is its.
+RUN mkdir -p var/media && chown -R darkroom:darkroom var
 USER darkroom
 
 # With production settings, so the collected files match what the running app expects.

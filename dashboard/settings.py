@@ -108,6 +108,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "accounts",
     "predictions",
+    "outputs",
 ]
 
 MIDDLEWARE = [
@@ -183,13 +184,68 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
+
+# --- Archived outputs ------------------------------------------------------------------------
+# Darkroom's copies of outputs and their thumbnails: files under var/media/ by default, served
+# only through team-checked views (never as public media), or any S3-compatible bucket, whose
+# own signed URLs the views then redirect to.
+MEDIA_ROOT = Path(env_str("DARKROOM_MEDIA_DIR") or VAR_DIR / "media")
+S3_BUCKET = env_str("S3_BUCKET")
+if S3_BUCKET:
+    default_storage_config = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": env_str("S3_ENDPOINT_URL") or None,
+            "region_name": env_str("S3_REGION") or None,
+            "access_key": env_str("S3_ACCESS_KEY_ID") or None,
+            "secret_key": env_str("S3_SECRET_ACCESS_KEY") or None,
+            "custom_domain": env_str("S3_CUSTOM_DOMAIN") or None,
+            # Private objects, reached only through URLs signed for a few minutes.
+            "default_acl": "private",
+            "querystring_auth": True,
+            "querystring_expire": env_int("S3_URL_EXPIRY", 300),
+            "file_overwrite": True,
+        },
+    }
+else:
+    default_storage_config = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": MEDIA_ROOT},
+    }
+STORAGES = {
+    "default": default_storage_config,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Whether the storage hands out signed URLs of its own (S3) rather than files to stream.
+ARCHIVE_SIGNED_URLS = bool(S3_BUCKET)
 if PRODUCTION:
     # gunicorn serves the collected, hashed static files itself: no CDN, no extra web server.
     MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
-    STORAGES = {
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    STORAGES["staticfiles"] = {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
     }
+
+# The downloader (outputs/download.py): only these hosts (a leading "*." for subdomains), over
+# https, at public addresses; the simulator's own origin is trusted for its outputs in demo mode.
+OUTPUT_ALLOWED_HOSTS = env_list(
+    "OUTPUT_ALLOWED_HOSTS", "replicate.delivery,*.replicate.delivery"
+)
+OUTPUT_MAX_BYTES = env_int("OUTPUT_MAX_BYTES", 50 * 1024 * 1024)
+OUTPUT_MAX_PIXELS = env_int("OUTPUT_MAX_PIXELS", 64_000_000)
+OUTPUT_CONNECT_TIMEOUT = env_float("OUTPUT_CONNECT_TIMEOUT", 5.0)
+OUTPUT_READ_TIMEOUT = env_float("OUTPUT_READ_TIMEOUT", 30.0)
+OUTPUT_DOWNLOAD_DEADLINE = env_float("OUTPUT_DOWNLOAD_DEADLINE", 120.0)
+OUTPUT_MAX_REDIRECTS = env_int("OUTPUT_MAX_REDIRECTS", 3)
+# The archive's retries: 5 s, 10 s, 20 s ... at most 10 minutes apart, 8 tries in all.
+ARCHIVE_RETRY_DELAY = env_float("ARCHIVE_RETRY_DELAY", 5.0)
+ARCHIVE_MAX_RETRY_DELAY = env_float("ARCHIVE_MAX_RETRY_DELAY", 600.0)
+ARCHIVE_MAX_ATTEMPTS = env_int("ARCHIVE_MAX_ATTEMPTS", 8)
+ARCHIVE_LEASE = env_float(
+    "ARCHIVE_LEASE", OUTPUT_CONNECT_TIMEOUT + OUTPUT_DOWNLOAD_DEADLINE + 30
+)
+ARCHIVE_BATCH = env_int("ARCHIVE_BATCH", 50)
+ARCHIVE_SWEEP_INTERVAL = env_float("ARCHIVE_SWEEP_INTERVAL", 5.0)
 
 LOGGING = {
     "version": 1,
@@ -228,6 +284,8 @@ PROVIDERS = {
     "simulator": {
         "label": "Demo (simulator)",
         "base_url": env_str("SIMULATOR_URL", "http://127.0.0.1:8765/v1"),
+        # Where browsers reach it, if not at SIMULATOR_URL (its output URLs name this address).
+        "public_url": env_str("SIMULATOR_PUBLIC_URL"),
         "token": "demo",
         "key_variable": "",
     },
@@ -288,6 +346,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": DISPATCH_INTERVAL,
         "options": {"expires": DISPATCH_INTERVAL * 5},
     },
+    "archive-due-outputs": {
+        "task": "outputs.tasks.archive_due",
+        "schedule": ARCHIVE_SWEEP_INTERVAL,
+        "options": {"expires": ARCHIVE_SWEEP_INTERVAL * 5},
+    },
 }
 
 # --- Web security ----------------------------------------------------------------------------
@@ -308,13 +371,22 @@ if PRODUCTION:
     if env_bool("TRUST_X_FORWARDED_PROTO", False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
-# Browsers load output images straight from the provider, so those hosts are image sources: the
-# simulator, and replicate.delivery (Replicate's outputs, and CometAPI's, which are Replicate's).
+# Until an output is archived, browsers load it straight from the provider, so those hosts are
+# image sources: the simulator, and replicate.delivery (Replicate's outputs, and CometAPI's,
+# which are Replicate's). With a bucket, archived copies load from its signed URLs.
 simulator_url = urlsplit(PROVIDERS["simulator"]["base_url"])
+bucket_origin = ""
+if S3_BUCKET:
+    bucket_url = urlsplit(
+        f"https://{env_str('S3_CUSTOM_DOMAIN')}"
+        if env_str("S3_CUSTOM_DOMAIN")
+        else env_str("S3_ENDPOINT_URL") or "https://*.amazonaws.com"
+    )
+    bucket_origin = f",{bucket_url.scheme}://{bucket_url.netloc}"
 CSP_IMG_SOURCES = env_list(
     "CSP_IMG_SOURCES",
     f"{simulator_url.scheme}://{simulator_url.netloc},https://replicate.delivery,"
-    "https://*.replicate.delivery",
+    f"https://*.replicate.delivery{bucket_origin}",
 )
 for source in CSP_IMG_SOURCES:
     # Anything else (a quote, a ";") would change the policy rather than add a host to it.
@@ -330,6 +402,7 @@ SECURE_CSP = {
     "script-src": [CSP.SELF, CSP.NONCE],
     "style-src": [CSP.SELF],
     "img-src": [CSP.SELF, "data:", *CSP_IMG_SOURCES],
+    "media-src": [CSP.SELF, *CSP_IMG_SOURCES],
     "connect-src": [CSP.SELF],
     "object-src": [CSP.NONE],
     "base-uri": [CSP.SELF],

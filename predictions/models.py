@@ -27,6 +27,7 @@ from .client import (
     provider_label,
     validate_model,
 )
+from .signals import remote_applied
 
 
 class Status(models.TextChoices):
@@ -472,12 +473,14 @@ print(prediction["status"], prediction["output"] or prediction["error"])
         if answers_create:
             # The paid create's own answer is always kept, even if this worker's lease ran out
             # meanwhile and another one gave the prediction up as "submit outcome unknown".
-            return self._update(
-                Q(status__in=[Status.SUBMITTING, Status.SUBMIT_UNKNOWN]),
-                bound_to_claim=False,
-                **fields,
-            )
-        return self._update(Q(status__in=statuses_before(status)), **fields)
+            condition = Q(status__in=[Status.SUBMITTING, Status.SUBMIT_UNKNOWN])
+        else:
+            condition = Q(status__in=statuses_before(status))
+        with transaction.atomic():
+            if not self._update(condition, bound_to_claim=not answers_create, **fields):
+                return False
+            remote_applied.send(type(self), prediction=type(self).objects.get(pk=self.pk))
+        return True
 
     def past_deadline(self) -> bool:
         deadline = self.submitted_at + timedelta(seconds=settings.POLL_DEADLINE)

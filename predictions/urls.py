@@ -12,4 +12,5 @@ urlpatterns = [
     path("predictions/<int:pk>/logs", views.logs, name="logs"),
     path("predictions/<int:pk>/cancel", views.cancel, name="cancel"),
     path("predictions/<int:pk>/again", views.rerun, name="rerun"),
+    path("predictions/<int:pk>/delete", views.delete, name="delete"),
 ]

@@ -283,3 +283,17 @@ def rerun(request, pk: int):
         return redirect(original)
     fields = {"provider": original.provider, "model": original.model, "input": original.input}
     return redirect_to_submitted(save_predictions(request, key, [fields]) or [original])
+
+
+@team_required(Role.MEMBER)
+@require_POST
+def delete(request, pk: int):
+    """Deletes a finished prediction with its outputs, whose stored files go too unless another
+    output shares them. A running one is refused: the provider would still run (and bill) it."""
+    prediction = team_object_or_404(request, Prediction, pk=pk)
+    if prediction.status in RUNNING:
+        messages.error(request, "This prediction is still running: cancel it first.")
+        return redirect(prediction)
+    prediction.delete()
+    messages.success(request, "Deleted the prediction and its images.")
+    return redirect("predictions:index")

@@ -228,3 +228,16 @@ def make_prediction(prompt: str = "a lighthouse at dusk", **fields) -> Predictio
     fields.setdefault("model", "black-forest-labs/flux-schnell")
     fields.setdefault("input", {"prompt": prompt})
     return Prediction.objects.create(**fields)
+
+
+@pytest.fixture(autouse=True)
+def media_storage(settings, tmp_path) -> Path:
+    """Archived outputs of each test in a folder of its own."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "media"},
+        },
+    }
+    return tmp_path / "media"

@@ -4,7 +4,7 @@ import os
 import uuid
 
 from dashboard.settings import *  # noqa: F403
-from dashboard.settings import BROKER_DIR, REDIS_URL
+from dashboard.settings import BROKER_DIR, REDIS_URL, STORAGES, VAR_DIR
 
 POLL_FIRST_INTERVAL = 0.2
 POLL_MAX_INTERVAL = 1.0
@@ -16,6 +16,16 @@ DISPATCH_INTERVAL = 0.2
 CELERY_TASK_DEFAULT_QUEUE = os.environ.setdefault(
     "DARKROOM_TEST_QUEUE", f"darkroom-test-{uuid.uuid4().hex[:8]}"
 )
+# Archived outputs of worker processes (each test moves its own to a temporary folder).
+STORAGES = {
+    **STORAGES,
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": VAR_DIR / "test-media"},
+    },
+}
+ARCHIVE_RETRY_DELAY = 0.2
+ARCHIVE_SWEEP_INTERVAL = 0.5
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 if not REDIS_URL:

@@ -19,7 +19,9 @@ from typing import Any
 from .images import ASPECT_RATIOS, MATCH_INPUT_IMAGE, OUTPUT_FORMATS, render_image
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
-FAULT_ENDPOINTS = ("create", "get", "cancel")
+FAULT_ENDPOINTS = ("create", "get", "cancel", "file")
+# Output files are fetched by the archive, not the poller: their faults are asked for by name.
+DEFAULT_FAULT_ENDPOINTS = ("create", "get", "cancel")
 SERVER_ERROR_STATUSES = (500, 502, 503)
 
 # Replicate ids are 26 characters of lowercase Crockford base32.
@@ -83,7 +85,7 @@ class Faults:
     )
     failure_rate: float = field(default=0.0, metadata={"help": "fraction of predictions failing"})
     endpoints: list[str] = field(
-        default_factory=lambda: list(FAULT_ENDPOINTS),
+        default_factory=lambda: list(DEFAULT_FAULT_ENDPOINTS),
         metadata={"help": "which endpoints the random faults hit"},
     )
 

@@ -187,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
         if counted:
             # Counted on arrival, so a stalled request shows in the stats while it hangs.
             self.engine.count_request(endpoint)
-        if endpoint in API_ENDPOINTS:
+        if endpoint in API_ENDPOINTS or endpoint == "file":
             reply = self._serve_api(endpoint, params)
         elif endpoint is not None:
             reply = getattr(self, f"_{endpoint}")(**params)
@@ -209,8 +209,9 @@ class _Handler(BaseHTTPRequestHandler):
         return None, {}, problem(404, "Not found.")
 
     def _serve_api(self, endpoint: str, params: dict[str, str]) -> Reply | None:
-        """Authenticate, inject any fault, and answer; None means hang up without a reply."""
-        refusal = self._authenticate()
+        """Authenticate (files need no token), inject any fault, and answer; None means hang up
+        without a reply."""
+        refusal = self._authenticate() if endpoint in API_ENDPOINTS else None
         if refusal is not None:
             return refusal
         faults = self.engine.faults

@@ -1,0 +1,29 @@
+"""Receivers: outputs follow their predictions, and stored files follow their rows."""
+
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
+
+from predictions.models import Prediction
+from predictions.signals import remote_applied
+
+from .models import Output, discard_unused, stored_names
+
+
+@receiver(remote_applied, sender=Prediction)
+def record_outputs(sender, prediction: Prediction, **kwargs) -> None:
+    """New output URLs get their rows in the transaction that stored them, so none is missed;
+    the wake-up after commit only saves the sweep's wait."""
+    if Output.record(prediction):
+        from .tasks import wake_archiver
+
+        transaction.on_commit(wake_archiver)
+
+
+@receiver(post_delete, sender=Output)
+def delete_stored_files(sender, instance: Output, **kwargs) -> None:
+    """A deleted output's files go too (also when its prediction is deleted), unless another
+    output shares its SHA-256."""
+    if instance.sha256:
+        names = stored_names(instance)
+        transaction.on_commit(lambda: discard_unused(instance.sha256, names))

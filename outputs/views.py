@@ -1,0 +1,344 @@
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.files.storage import default_storage
+from django.db.models import Count, QuerySet
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import content_disposition_header
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+
+from accounts.models import Role
+from accounts.teams import for_team, team_object_or_404, team_required
+
+from .forms import BoardForm, ReturnForm, SelectionForm, ShareForm, StarForm
+from .models import THUMB_SIZES, ArchiveState, Board, Output, ShareLink
+from .zips import zip_response
+
+VARIANTS = {"file", "download", *THUMB_SIZES}
+# Boards, share pages and zips list outputs as the gallery does: newest prediction first.
+TILE_ORDER = ["-prediction__submitted_at", "-prediction_id", "index"]
+
+
+@team_required()
+@cache_control(private=True, max_age=365 * 24 * 3600, immutable=True)
+def media(request, pk: int, variant: str):
+    """An archived copy, a thumbnail of it, or the copy as a download; the team's own only."""
+    queryset = Output.objects.select_related("prediction")
+    output = team_object_or_404(request, queryset, pk=pk, state=ArchiveState.ARCHIVED)
+    return serve_copy(output, variant)
+
+
+def serve_copy(output: Output, variant: str, hide_prompt: bool = False) -> HttpResponse:
+    """The stored file for `variant`: streamed from local storage, or a redirect to the bucket's
+    own short-lived signed URL. The caller has checked that the visitor may see `output`."""
+    if variant not in VARIANTS or (variant in THUMB_SIZES and not output.has_thumbnails()):
+        raise Http404("No such file.")
+    name = output.stored_name("file" if variant == "download" else variant)
+    content_type = "image/webp" if variant in THUMB_SIZES else output.content_type
+    filename = output.file_name(hide_prompt)
+    disposition = content_disposition_header(variant == "download", filename)
+    if settings.ARCHIVE_SIGNED_URLS:
+        parameters = {"ResponseContentType": content_type}
+        if variant == "download":
+            parameters["ResponseContentDisposition"] = disposition
+        return redirect(default_storage.url(name, parameters=parameters))
+    try:
+        file = default_storage.open(name, "rb")
+    except FileNotFoundError:
+        raise Http404("The stored copy is missing.") from None
+    response = FileResponse(file, content_type=content_type)
+    response["Content-Disposition"] = disposition
+    return response
+
+
+# --- Boards ----------------------------------------------------------------------------------
+
+
+@team_required()
+@require_http_methods(["GET", "POST"])
+def boards(request):
+    """The team's boards, and (members) a form to create one."""
+    team = request.membership.team
+    form = BoardForm(request.POST or None, team=team)
+    if request.method == "POST":
+        if not request.membership.can_submit:
+            raise PermissionDenied("This needs the member role.")
+        if form.is_valid() and (board := form.save(request.user)):
+            messages.success(request, f"Created the board “{board.name}”.")
+            return redirect(board)
+    context = {"boards": Board.with_covers(for_team(request, Board.objects.all())), "form": form}
+    return render(request, "outputs/boards.html", context, status=400 if form.errors else 200)
+
+
+@team_required()
+def board(request, pk: int):
+    board = team_object_or_404(request, Board, pk=pk)
+    return board_page(request, board)
+
+
+def board_page(request, board: Board, rename_form: BoardForm | None = None):
+    outputs = board.outputs.select_related("prediction", "prediction__submitted_by").order_by(
+        *TILE_ORDER
+    )
+    context = {
+        "board": board,
+        "outputs": outputs,
+        "rename_form": rename_form or BoardForm(team=board.team, board=board),
+        "share_form": ShareForm(),
+    }
+    return render(
+        request, "outputs/board.html", context, status=400 if rename_form is not None else 200
+    )
+
+
+@team_required(Role.MEMBER)
+@require_POST
+def rename_board(request, pk: int):
+    board = team_object_or_404(request, Board, pk=pk)
+    old_name = board.name
+    form = BoardForm(request.POST, team=board.team, board=board)
+    if not (form.is_valid() and form.save(request.user)):
+        board.name = old_name
+        return board_page(request, board, rename_form=form)
+    messages.success(request, f"Renamed “{old_name}” to “{board.name}”.")
+    return redirect(board)
+
+
+@team_required(Role.MEMBER)
+@require_POST
+def delete_board(request, pk: int):
+    """Deletes the board and its share links; the images stay in the gallery."""
+    board = team_object_or_404(request, Board, pk=pk)
+    board.delete()
+    messages.success(request, f"Deleted “{board.name}”. Its images are still in the gallery.")
+    return redirect("outputs:boards")
+
+
+@team_required()
+def board_download(request, pk: int):
+    board = team_object_or_404(request, Board, pk=pk)
+    outputs = board.archived_outputs().select_related("prediction").order_by(*TILE_ORDER)
+    return zip_response(outputs, board.name)
+
+
+@team_required(Role.MEMBER)
+@require_POST
+def share_board(request, pk: int):
+    board = team_object_or_404(request, Board, pk=pk)
+    form = ShareForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        return redirect(board)
+    link, token = ShareLink.create(
+        team=board.team,
+        created_by=request.user,
+        title=board.name,
+        board=board,
+        **form.link_fields(),
+    )
+    return share_created(request, link, token)
+
+
+# --- The selection ---------------------------------------------------------------------------
+
+
+@team_required()
+@require_POST
+def selection(request):
+    """Acts on the ticked tiles. Viewers may only download; an output or board that is not the
+    team's is a 404; anything else wrong goes back with a message."""
+    form = SelectionForm(request.POST, request=request)
+    valid = form.is_valid()
+    if form.names_unknown():
+        raise Http404("No such image or board in this team.")
+    action = form.cleaned_data.get("action")
+    if action != "download" and not request.membership.can_submit:
+        raise PermissionDenied("This needs the member role.")
+    if not valid:
+        messages.error(request, form.error_message())
+        return redirect(form.return_url)
+    outputs = list(form.cleaned_data["outputs"].order_by(*TILE_ORDER))
+    if action == "download":
+        return zip_response(outputs, "darkroom-selection")
+    if action == "share":
+        return share_selection(request, form, outputs)
+    messages.success(request, act_on_selection(request, form, outputs))
+    return redirect(form.return_url)
+
+
+def act_on_selection(request, form: SelectionForm, outputs: list[Output]) -> str:
+    """Do a selection's add, remove, star, unstar or delete; what was done, for a message."""
+    action, selected = (
+        form.cleaned_data["action"],
+        Output.objects.filter(pk__in=[output.pk for output in outputs]),
+    )
+    if action == "add":
+        board = form.cleaned_data["board"] or create_board(request, form)
+        if board is None:
+            return f"The team already has a board called “{form.cleaned_data['new_board']}”."
+        return f"Added {images(board.add(outputs))} to “{board.name}”."
+    if action == "remove":
+        board = form.cleaned_data["board"]
+        return f"Removed {images(board.remove(outputs))} from “{board.name}”."
+    if action in ("star", "unstar"):
+        count = selected.update(starred=action == "star")
+        return f"{'Starred' if action == 'star' else 'Unstarred'} {images(count)}."
+    deleted = selected.delete()[1].get(Output._meta.label, 0)
+    return f"Deleted {images(deleted)}."
+
+
+def create_board(request, form: SelectionForm) -> Board | None:
+    board_form = BoardForm({"name": form.cleaned_data["new_board"]}, team=request.membership.team)
+    return board_form.save(request.user) if board_form.is_valid() else None
+
+
+def share_selection(request, form: SelectionForm, outputs: list[Output]):
+    link, token = ShareLink.create(
+        team=request.membership.team,
+        created_by=request.user,
+        title=images(len(outputs)).capitalize(),
+        **form.link_fields(),
+    )
+    link.outputs.set(outputs)
+    return share_created(request, link, token)
+
+
+def images(count: int) -> str:
+    return f"{count} image{'' if count == 1 else 's'}"
+
+
+# --- One output ------------------------------------------------------------------------------
+
+
+@team_required(Role.MEMBER)
+@require_POST
+@vary_on_headers("HX-Request")
+def star(request, pk: int):
+    """Star or unstar one output: for htmx its star button, else back where it was pressed."""
+    output = team_object_or_404(request, Output, pk=pk)
+    form = StarForm(request.POST, request=request, default=output.prediction.get_absolute_url())
+    if not form.is_valid():
+        if request.htmx:
+            return HttpResponseBadRequest(form.errors.get("starred", "Bad request."))
+        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        return redirect(form.return_url)
+    output.starred = form.cleaned_data["starred"]
+    Output.objects.filter(pk=output.pk).update(starred=output.starred)
+    if request.htmx:
+        context = {"output": output, "next": form.cleaned_data["next"]}
+        return render(request, "outputs/_star.html", context)
+    return redirect(form.return_url)
+
+
+@team_required(Role.MEMBER)
+@require_POST
+def delete(request, pk: int):
+    """Deletes one output; its stored files go too unless another output shares them."""
+    output = team_object_or_404(request, Output.objects.select_related("prediction"), pk=pk)
+    form = ReturnForm(request.POST, request=request, default=output.prediction.get_absolute_url())
+    output.delete()
+    messages.success(request, "Deleted the image.")
+    return redirect(form.return_url)
+
+
+# --- Share links -----------------------------------------------------------------------------
+
+
+def share_created(request, link: ShareLink, token: str):
+    """The new link, shown once: only its hash is stored."""
+    url = request.build_absolute_uri(reverse("outputs:shared", args=[token]))
+    response = render(request, "outputs/share_created.html", {"link": link, "url": url})
+    # The page holds the token: keep it out of caches and other sites' Referer headers.
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def shares_for(request) -> QuerySet:
+    """The links this visitor may see and revoke: all of the team's for an owner, else their
+    own."""
+    links = for_team(request, ShareLink.objects.all())
+    return links if request.membership.is_owner else links.filter(created_by=request.user)
+
+
+@team_required()
+def shares(request):
+    links = shares_for(request).select_related("board", "created_by")
+    links = links.annotate(output_count=Count("outputs"))
+    return render(request, "outputs/shares.html", {"links": links})
+
+
+@team_required()
+@require_POST
+def revoke_share(request, pk: int):
+    link = get_object_or_404(shares_for(request), pk=pk)
+    if link.revoke():
+        messages.success(request, f"Revoked “{link.title}”: the link now answers 404.")
+    return redirect("outputs:shares")
+
+
+def share_or_404(request, token: str) -> ShareLink:
+    """The active link with this token. A share page acts for no team, whoever is signed in:
+    nothing of the visitor's own team can show on it, and the header shows no team menu."""
+    request.membership = None
+    link = ShareLink.find(token)
+    if link is None:
+        raise Http404("This link does not exist, has expired or was revoked.")
+    return link
+
+
+def public(response: HttpResponse) -> HttpResponse:
+    """A share page's headers: the token in its URL must not leak to other sites, and search
+    engines should not index it."""
+    response["Referrer-Policy"] = "no-referrer"
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    return response
+
+
+@cache_control(private=True, no_cache=True)
+def shared(request, token: str):
+    """The public, read-only page of a share link."""
+    link = share_or_404(request, token)
+    outputs = list(
+        link.shared_outputs()
+        .select_related("prediction", "prediction__submitted_by")
+        .order_by(*TILE_ORDER)
+    )
+    link.record_view()
+    cover = next((output for output in outputs if output.has_thumbnails()), None)
+    context = {
+        "link": link,
+        "outputs": outputs,
+        "share_token": token,
+        "hide_prompts": link.hide_prompts,
+        "demo_provider": False,
+        "og_image": cover
+        and request.build_absolute_uri(
+            reverse("outputs:shared_media", args=[token, cover.pk, "thumb"])
+        ),
+        "og_description": (
+            images(len(outputs)) + " shared from Darkroom"
+            if link.hide_prompts or not outputs
+            else outputs[0].prediction.prompt
+        ),
+    }
+    return public(render(request, "outputs/shared.html", context))
+
+
+@cache_control(private=True, max_age=300)
+def shared_media(request, token: str, pk: int, variant: str):
+    link = share_or_404(request, token)
+    output = get_object_or_404(link.shared_outputs().select_related("prediction"), pk=pk)
+    return public(serve_copy(output, variant, hide_prompt=link.hide_prompts))
+
+
+@cache_control(private=True, no_cache=True)
+def shared_download(request, token: str):
+    """Everything a share link shows, as one zip."""
+    link = share_or_404(request, token)
+    outputs = link.shared_outputs().select_related("prediction").order_by(*TILE_ORDER)
+    return public(zip_response(outputs, link.title, hide_prompts=link.hide_prompts))
