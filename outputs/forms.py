@@ -15,6 +15,11 @@ from .models import Board, Output
 EXPIRY_CHOICES = [("", "Never expires"), (1, "1 day"), (7, "7 days"), (30, "30 days")]
 
 
+def errors_as_text(form: forms.Form) -> str:
+    """A form's errors as one sentence or a few, for a message on the page it goes back to."""
+    return " ".join(error for errors in form.errors.values() for error in errors)
+
+
 class ReturnForm(forms.Form):
     """A POST that goes back where it came from: `next`, if it is a page of this site."""
 
@@ -153,9 +158,6 @@ class SelectionForm(ShareForm, ReturnForm):
         if action == "remove" and not board:
             raise forms.ValidationError("Choose the board to remove the images from.")
         return cleaned
-
-    def error_message(self) -> str:
-        return " ".join(error for errors in self.errors.values() for error in errors)
 
 
 class StarForm(ReturnForm):

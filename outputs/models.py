@@ -370,11 +370,11 @@ class Board(models.Model):
             .order_by("-added_at", "-id")
             .values("output_id")[:1]
         )
-        boards = list(
-            boards.annotate(
-                item_count=models.Count("items"), cover_id=models.Subquery(newest_image)
-            )
+        counted = boards.annotate(
+            item_count=models.Count("items"), cover_id=models.Subquery(newest_image)
         )
+        # Explicitly ordered: a query with an aggregate ignores the model's default ordering.
+        boards = list(counted.order_by("name", "id"))
         covers = Output.objects.in_bulk([board.cover_id for board in boards if board.cover_id])
         for board in boards:
             board.cover = covers.get(board.cover_id)

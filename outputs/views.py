@@ -14,7 +14,7 @@ from django.views.decorators.vary import vary_on_headers
 from accounts.models import Role
 from accounts.teams import for_team, team_object_or_404, team_required
 
-from .forms import BoardForm, ReturnForm, SelectionForm, ShareForm, StarForm
+from .forms import BoardForm, ReturnForm, SelectionForm, ShareForm, StarForm, errors_as_text
 from .models import THUMB_SIZES, ArchiveState, Board, Output, ShareLink
 from .zips import zip_response
 
@@ -122,6 +122,9 @@ def delete_board(request, pk: int):
 def board_download(request, pk: int):
     board = team_object_or_404(request, Board, pk=pk)
     outputs = board.archived_outputs().select_related("prediction").order_by(*TILE_ORDER)
+    if not outputs:
+        messages.error(request, "This board has no saved images to download yet.")
+        return redirect(board)
     return zip_response(outputs, board.name)
 
 
@@ -131,7 +134,7 @@ def share_board(request, pk: int):
     board = team_object_or_404(request, Board, pk=pk)
     form = ShareForm(request.POST)
     if not form.is_valid():
-        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        messages.error(request, errors_as_text(form))
         return redirect(board)
     link, token = ShareLink.create(
         team=board.team,
@@ -159,36 +162,42 @@ def selection(request):
     if action != "download" and not request.membership.can_submit:
         raise PermissionDenied("This needs the member role.")
     if not valid:
-        messages.error(request, form.error_message())
+        messages.error(request, errors_as_text(form))
         return redirect(form.return_url)
     outputs = list(form.cleaned_data["outputs"].order_by(*TILE_ORDER))
     if action == "download":
+        if not any(output.is_archived for output in outputs):
+            messages.error(request, "None of the selected images has a saved copy yet.")
+            return redirect(form.return_url)
         return zip_response(outputs, "darkroom-selection")
     if action == "share":
         return share_selection(request, form, outputs)
-    messages.success(request, act_on_selection(request, form, outputs))
+    act_on_selection(request, form, outputs)
     return redirect(form.return_url)
 
 
-def act_on_selection(request, form: SelectionForm, outputs: list[Output]) -> str:
-    """Do a selection's add, remove, star, unstar or delete; what was done, for a message."""
-    action, selected = (
-        form.cleaned_data["action"],
-        Output.objects.filter(pk__in=[output.pk for output in outputs]),
-    )
+def act_on_selection(request, form: SelectionForm, outputs: list[Output]) -> None:
+    """Do a selection's add, remove, star, unstar or delete, and say what was done."""
+    action = form.cleaned_data["action"]
+    selected = Output.objects.filter(pk__in=[output.pk for output in outputs])
     if action == "add":
         board = form.cleaned_data["board"] or create_board(request, form)
         if board is None:
-            return f"The team already has a board called “{form.cleaned_data['new_board']}”."
-        return f"Added {images(board.add(outputs))} to “{board.name}”."
-    if action == "remove":
+            name = form.cleaned_data["new_board"]
+            messages.error(request, f"The team already has a board called “{name}”.")
+            return
+        done = f"Added {images(board.add(outputs))} to “{board.name}”."
+    elif action == "remove":
         board = form.cleaned_data["board"]
-        return f"Removed {images(board.remove(outputs))} from “{board.name}”."
-    if action in ("star", "unstar"):
+        done = f"Removed {images(board.remove(outputs))} from “{board.name}”."
+    elif action in ("star", "unstar"):
         count = selected.update(starred=action == "star")
-        return f"{'Starred' if action == 'star' else 'Unstarred'} {images(count)}."
-    deleted = selected.delete()[1].get(Output._meta.label, 0)
-    return f"Deleted {images(deleted)}."
+        done = f"{'Starred' if action == 'star' else 'Unstarred'} {images(count)}."
+    else:
+        # One by one, so each output's stored files follow it (see signals.py).
+        deleted = selected.delete()[1].get(Output._meta.label, 0)
+        done = f"Deleted {images(deleted)}."
+    messages.success(request, done)
 
 
 def create_board(request, form: SelectionForm) -> Board | None:
@@ -219,12 +228,12 @@ def images(count: int) -> str:
 @vary_on_headers("HX-Request")
 def star(request, pk: int):
     """Star or unstar one output: for htmx its star button, else back where it was pressed."""
-    output = team_object_or_404(request, Output, pk=pk)
+    output = team_object_or_404(request, Output.objects.select_related("prediction"), pk=pk)
     form = StarForm(request.POST, request=request, default=output.prediction.get_absolute_url())
     if not form.is_valid():
         if request.htmx:
-            return HttpResponseBadRequest(form.errors.get("starred", "Bad request."))
-        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+            return HttpResponseBadRequest(errors_as_text(form), content_type="text/plain")
+        messages.error(request, errors_as_text(form))
         return redirect(form.return_url)
     output.starred = form.cleaned_data["starred"]
     Output.objects.filter(pk=output.pk).update(starred=output.starred)
@@ -268,7 +277,8 @@ def shares_for(request) -> QuerySet:
 @team_required()
 def shares(request):
     links = shares_for(request).select_related("board", "created_by")
-    links = links.annotate(output_count=Count("outputs"))
+    # Explicitly ordered: a query with an aggregate ignores the model's default ordering.
+    links = links.annotate(output_count=Count("outputs")).order_by("-created_at", "-id")
     return render(request, "outputs/shares.html", {"links": links})
 
 
@@ -309,22 +319,24 @@ def shared(request, token: str):
         .order_by(*TILE_ORDER)
     )
     link.record_view()
+    # The preview a chat or social site shows for the link: the first image's thumbnail.
     cover = next((output for output in outputs if output.has_thumbnails()), None)
+    og_image = cover and request.build_absolute_uri(
+        reverse("outputs:shared_media", args=[token, cover.pk, "thumb"])
+    )
+    if link.hide_prompts or not outputs:
+        description = f"{images(len(outputs)).capitalize()} shared from Darkroom"
+    else:
+        description = outputs[0].prediction.prompt
     context = {
         "link": link,
         "outputs": outputs,
         "share_token": token,
         "hide_prompts": link.hide_prompts,
         "demo_provider": False,
-        "og_image": cover
-        and request.build_absolute_uri(
-            reverse("outputs:shared_media", args=[token, cover.pk, "thumb"])
-        ),
-        "og_description": (
-            images(len(outputs)) + " shared from Darkroom"
-            if link.hide_prompts or not outputs
-            else outputs[0].prediction.prompt
-        ),
+        "cover": cover,
+        "og_image": og_image,
+        "og_description": description,
     }
     return public(render(request, "outputs/shared.html", context))
 

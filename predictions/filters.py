@@ -7,7 +7,9 @@ each chunk's positions in its URLs: `before` to fetch the next older chunk, `bef
 `through` to refresh a chunk in place.
 """
 
+import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property
@@ -15,13 +17,14 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.fields.json import KT
 from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import Membership
 from accounts.teams import for_team
+from outputs.models import ArchiveState, Output
 
 from .client import MODEL_RE
 from .models import RUNNING, Prediction, Status
@@ -109,7 +112,8 @@ class Chunk:
     before: Cursor | None
     through: Cursor
     has_older: bool
-    # Unfinished predictions in this chunk's range: the chunk refreshes until there are none.
+    # Unfinished predictions in this chunk's range, or outputs in it still to be saved: the
+    # chunk refreshes until there are none.
     watching: bool
     query: str
     refresh_query: str
@@ -223,12 +227,16 @@ class HistoryFilterForm(forms.Form):
             predictions = predictions.filter(status=self.cleaned_data["status"])
         return predictions
 
+    def outputs(self) -> Prefetch:
+        """The outputs a chunk shows of each prediction, fetched in one query per chunk."""
+        return Prefetch("outputs")
+
     def chunk(self) -> Chunk:
         """The page the URL asks for. Without `through`, the next `page_size` predictions from
         `before`; with it, the whole range, as a refresh of a chunk already on screen."""
         data = self.cleaned_data
         shown = self.shown(self.watched()).filter(span(data["before"], data["through"]))
-        shown = shown.select_related("submitted_by")
+        shown = shown.select_related("submitted_by").prefetch_related(self.outputs())
         shown = shown.defer("logs").order_by("-submitted_at", "-id")
         if data["through"]:
             predictions, has_older, through = list(shown), False, data["through"]
@@ -238,13 +246,17 @@ class HistoryFilterForm(forms.Form):
             predictions = predictions[: self.page_size]
             through = Cursor.of(predictions[-1]) if has_older else FIRST
         unfinished = self.watched().filter(span(data["before"], through), status__in=RUNNING)
+        # Outputs the archive will still try: their tiles change once their copies are saved.
+        archiving = any(
+            output.next_attempt_at is not None for p in predictions for output in p.outputs.all()
+        )
         last = Cursor.of(predictions[-1]) if predictions else None
         return Chunk(
             predictions=predictions,
             before=data["before"],
             through=through,
             has_older=has_older,
-            watching=unfinished.exists(),
+            watching=archiving or unfinished.exists(),
             query=self.query(),
             refresh_query=self.query(before=data["before"], through=through),
             older_query=self.query(before=last),
@@ -254,7 +266,8 @@ class HistoryFilterForm(forms.Form):
         """A cheap stand-in for a chunk refresh's content (the ETag), None for anything else.
 
         The watched range's count and latest change: a prediction that changes, finishes,
-        appears or leaves moves one of them, and the ORM writes bump `updated_at`.
+        appears or leaves moves one of them, and the ORM writes bump `updated_at`. Then what
+        the range's outputs show (SHOWN_OUTPUT_FIELDS), read and digested: a chunk holds few.
         """
         if not (self.request.htmx and self.is_valid() and self.cleaned_data["through"]):
             return None
@@ -262,7 +275,9 @@ class HistoryFilterForm(forms.Form):
         watched = self.watched().filter(span(data["before"], data["through"]))
         seen = watched.aggregate(count=Count("id"), latest=Max("updated_at"))
         latest = seen["latest"].timestamp() if seen["latest"] else 0
-        return f"{self.request.membership.team_id}-{seen['count']}-{latest}"
+        outputs = Output.objects.filter(prediction__in=watched.values("pk")).order_by("pk")
+        shown = digest(outputs.values_list(*SHOWN_OUTPUT_FIELDS))
+        return f"{self.request.membership.team_id}-{seen['count']}-{latest}-{shown}"
 
     def query(self, **cursors: Cursor | None) -> str:
         """This form's filters as a query string, with the given cursors."""
@@ -276,15 +291,41 @@ class HistoryFilterForm(forms.Form):
 
 
 class GalleryFilterForm(HistoryFilterForm):
-    """The history's filters, for a gallery of finished images: there is no status to pick."""
+    """The history's filters, for a gallery of finished outputs: there is no status to pick, and
+    the outputs can be narrowed to the starred ones."""
 
     page_size = 24
-    filter_names = ["q", "model", "member", "since", "until"]
+    filter_names = ["q", "model", "member", "since", "until", "starred"]
     status = None
+    starred = forms.BooleanField(label="Starred only", required=False)
 
     def shown(self, predictions: QuerySet) -> QuerySet:
-        # Outputs the provider has removed would show as broken images.
-        return predictions.filter(status=Status.SUCCEEDED, output__isnull=False, data_removed=False)
+        """Succeeded predictions with an output to show: a saved copy, or, until it is saved,
+        the provider's file while the provider still has it."""
+        outputs = self.shown_outputs().filter(prediction=OuterRef("pk"))
+        saved = Exists(outputs.filter(state=ArchiveState.ARCHIVED))
+        at_provider = Exists(outputs.exclude(state=ArchiveState.EXPIRED))
+        return predictions.filter(
+            Q(saved) | Q(at_provider, data_removed=False), status=Status.SUCCEEDED
+        )
+
+    def shown_outputs(self) -> QuerySet:
+        outputs = Output.objects.all()
+        if self.cleaned_data["starred"]:
+            outputs = outputs.filter(starred=True)
+        return outputs
+
+    def outputs(self) -> Prefetch:
+        return Prefetch("outputs", queryset=self.shown_outputs())
+
+
+# What tiles and rows show of an output beyond its prediction, for the ETags: its archive writes
+# are conditional updates that leave no timestamp, so these values themselves are compared.
+SHOWN_OUTPUT_FIELDS = ["id", "state", "next_attempt_at", "archived_at", "starred"]
+
+
+def digest(rows: Iterable[tuple]) -> str:
+    return hashlib.blake2b(repr(list(rows)).encode(), digest_size=8).hexdigest()
 
 
 def start_of(day: date) -> datetime:

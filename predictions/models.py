@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import F, Q
+from django.db.models.expressions import Combinable
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -479,7 +480,11 @@ print(prediction["status"], prediction["output"] or prediction["error"])
         with transaction.atomic():
             if not self._update(condition, bound_to_claim=not answers_create, **fields):
                 return False
-            remote_applied.send(type(self), prediction=type(self).objects.get(pk=self.pk))
+            # This copy now says what the row says (but for counters the database added to).
+            for name, value in fields.items():
+                if not isinstance(value, Combinable):
+                    setattr(self, name, value)
+            remote_applied.send(type(self), prediction=self)
         return True
 
     def past_deadline(self) -> bool:

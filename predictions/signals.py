@@ -7,6 +7,5 @@ must do can be lost between the two.
 
 from django.dispatch import Signal
 
-# Sent with `prediction` (the row as stored, fresh from the database) after a provider's answer
-# changed it.
+# Sent with `prediction` (its fields as just stored) after a provider's answer changed it.
 remote_applied = Signal()

@@ -17,7 +17,7 @@ from accounts.teams import for_team, team_object_or_404, team_required
 
 from .catalog import CATALOG
 from .client import ProviderNotConfigured
-from .filters import GalleryFilterForm, HistoryFilterForm
+from .filters import SHOWN_OUTPUT_FIELDS, GalleryFilterForm, HistoryFilterForm, digest
 from .forms import LogCursorForm, NewImagesQuery, PredictionForm, RerunForm
 from .logs import TAIL, read_log
 from .models import RUNNING, Prediction
@@ -137,12 +137,14 @@ def prediction_etag(request, pk: int) -> str | None:
     token, CSP nonce and run-again key."""
     if not request.htmx:
         return None
-    updated = for_team(request, Prediction.objects.filter(pk=pk)).values_list(
-        "updated_at", flat=True
-    )
-    updated = updated.first()
+    # One query: the prediction's last change, joined with what its outputs show.
+    fields = [f"outputs__{name}" for name in SHOWN_OUTPUT_FIELDS]
+    prediction = for_team(request, Prediction.objects.filter(pk=pk))
+    rows = list(prediction.values_list("updated_at", *fields).order_by("outputs__id"))
+    if not rows:
+        return None
     # The role decides which actions show.
-    return f"{pk}-{updated.timestamp()}-{request.membership.role}" if updated else None
+    return f"{pk}-{rows[0][0].timestamp()}-{digest(rows)}-{request.membership.role}"
 
 
 @team_required()
@@ -150,7 +152,7 @@ def prediction_etag(request, pk: int) -> str | None:
 @vary_on_headers("HX-Request")
 @condition(etag_func=prediction_etag)
 def detail(request, pk: int):
-    queryset = Prediction.objects.select_related("submitted_by")
+    queryset = Prediction.objects.select_related("submitted_by").prefetch_related("outputs")
     prediction = team_object_or_404(request, queryset, pk=pk)
     if request.htmx:
         return render(request, "predictions/detail.html#live", {"prediction": prediction})

@@ -23,6 +23,7 @@ from django.db import connection
 
 from accounts.models import Membership, Role, Team
 from dashboard.celery import app as celery_app
+from outputs.tasks import archive_due
 from predictions.models import RUNNING, Prediction
 from predictions.simulator import Faults, Simulator
 from predictions.tasks import dispatch_due
@@ -83,12 +84,14 @@ def worker(transactional_db, celery_queue, simulator) -> Iterator[None]:
 
 @pytest.fixture
 def scheduler(celery_queue) -> Iterator[None]:
-    """Sends `dispatch_due` every 0.2 s through the broker, as celery beat does in production."""
+    """Sends `dispatch_due` and `archive_due` every 0.2 s through the broker, as celery beat
+    does in production."""
     stop = threading.Event()
 
     def tick() -> None:
         while not stop.wait(0.2):
             dispatch_due.delay()
+            archive_due.delay()
 
     thread = threading.Thread(target=tick, daemon=True)
     thread.start()
@@ -241,3 +244,84 @@ def media_storage(settings, tmp_path) -> Path:
         },
     }
     return tmp_path / "media"
+
+
+def make_output(prediction: Prediction, *, image: bytes | None = None, index: int | None = None):
+    """An archived output of `prediction`, stored as the archiver stores it (the file and its
+    thumbnails, named by SHA-256), without a download. `image`: the file's bytes (PNG, JPEG,
+    WebP or GIF); by default a small PNG of this output's own, so no two share a file."""
+    import hashlib
+    import io
+
+    from django.utils import timezone
+    from PIL import Image
+
+    from outputs.download import IMAGE_FORMATS
+    from outputs.models import ArchiveState, Output, store_copy
+
+    if index is None:
+        index = prediction.outputs.count()
+    if image is None:
+        buffer = io.BytesIO()
+        color = prediction.pk.to_bytes(3, "big")
+        Image.new("RGB", (16 + index, 12), tuple(color)).save(buffer, "PNG")
+        image = buffer.getvalue()
+    with Image.open(io.BytesIO(image)) as decoded:
+        content_type, extension = IMAGE_FORMATS[decoded.format]
+        width, height = decoded.size
+    output = Output(
+        team_id=prediction.team_id,
+        prediction=prediction,
+        index=index,
+        source_url=f"https://replicate.delivery/test/{prediction.pk}-{index}.{extension}",
+        state=ArchiveState.ARCHIVED,
+        next_attempt_at=None,
+        archived_at=timezone.now(),
+        sha256=hashlib.sha256(image).hexdigest(),
+        content_type=content_type,
+        extension=extension,
+        bytes=len(image),
+        width=width,
+        height=height,
+    )
+    store_copy(output, image, content_type)
+    output.save()
+    return output
+
+
+def save_copy(output, image: bytes | None = None):
+    """`output`, a row still to be archived, archived in place as the archiver leaves it (a
+    small PNG of its own by default), without a download. Returns the row as stored."""
+    import hashlib
+    import io
+
+    from django.utils import timezone
+    from PIL import Image
+
+    from outputs.download import IMAGE_FORMATS
+    from outputs.models import ArchiveState, Output, store_copy
+
+    if image is None:
+        buffer = io.BytesIO()
+        Image.new("RGB", (40, 30), tuple(output.pk.to_bytes(3, "big"))).save(buffer, "PNG")
+        image = buffer.getvalue()
+    with Image.open(io.BytesIO(image)) as decoded:
+        content_type, extension = IMAGE_FORMATS[decoded.format]
+        width, height = decoded.size
+    copy = {
+        "sha256": hashlib.sha256(image).hexdigest(),
+        "content_type": content_type,
+        "extension": extension,
+    }
+    store_copy(Output(**copy), image, content_type)
+    Output.objects.filter(pk=output.pk).update(
+        state=ArchiveState.ARCHIVED,
+        reason="",
+        next_attempt_at=None,
+        archived_at=timezone.now(),
+        bytes=len(image),
+        width=width,
+        height=height,
+        **copy,
+    )
+    return Output.objects.get(pk=output.pk)

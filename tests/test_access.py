@@ -13,8 +13,9 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from accounts.models import Invite, Membership, ProviderCredential, Role
+from outputs.models import Board, ShareLink
 
-from .conftest import make_prediction, make_team, make_user
+from .conftest import make_output, make_prediction, make_team, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -80,6 +81,33 @@ class World:
         credential.set_secret("sk-test-credential-1234")
         credential.save()
         return credential.pk
+
+    def finished_prediction(self) -> int:
+        return make_prediction(team=self.team, status="succeeded").pk
+
+    def output(self) -> int:
+        return make_output(make_prediction(team=self.team, status="succeeded")).pk
+
+    def board(self) -> int:
+        board = Board.objects.create(team=self.team, name=f"Board {uuid.uuid4().hex[:8]}")
+        board.add([make_output(make_prediction(team=self.team, status="succeeded"))])
+        return board.pk
+
+    def share(self) -> tuple[ShareLink, str]:
+        """A member's link to a board of one image, and its token."""
+        return ShareLink.create(
+            team=self.team,
+            created_by=self.people["member"],
+            title="Shared",
+            board=Board.objects.get(pk=self.board()),
+        )
+
+    def share_token(self) -> str:
+        return self.share()[1]
+
+    def shared_media(self) -> list:
+        link, token = self.share()
+        return [token, link.shared_outputs().get().pk, "thumb"]
 
 
 def submit_data(world: World) -> dict:
@@ -147,6 +175,53 @@ MATRIX: dict[str, Row] = {
     "predictions:rerun": Row(
         signed_in(302, viewer=403, outsider=404), method="post", args=lambda w: [w.prediction()]
     ),
+    "predictions:delete": Row(
+        signed_in(302, viewer=403, outsider=404),
+        method="post",
+        args=lambda w: [w.finished_prediction()],
+    ),
+    # Archived outputs, boards and share links.
+    "outputs:media": Row(signed_in(200, outsider=404), args=lambda w: [w.output(), "thumb"]),
+    "outputs:star": Row(
+        signed_in(302, viewer=403, outsider=404),
+        method="post",
+        args=lambda w: [w.output()],
+        data=lambda w: {"starred": "1"},
+    ),
+    "outputs:delete": Row(
+        signed_in(302, viewer=403, outsider=404), method="post", args=lambda w: [w.output()]
+    ),
+    "outputs:selection": Row(
+        signed_in(200, outsider=404),
+        method="post",
+        data=lambda w: {"outputs": [w.output()], "action": "download"},
+    ),
+    "outputs:boards": Row(signed_in(200)),
+    "outputs:board": Row(signed_in(200, outsider=404), args=lambda w: [w.board()]),
+    "outputs:rename_board": Row(
+        signed_in(302, viewer=403, outsider=404),
+        method="post",
+        args=lambda w: [w.board()],
+        data=lambda w: {"name": f"Renamed {uuid.uuid4().hex[:8]}"},
+    ),
+    "outputs:delete_board": Row(
+        signed_in(302, viewer=403, outsider=404), method="post", args=lambda w: [w.board()]
+    ),
+    "outputs:board_download": Row(signed_in(200, outsider=404), args=lambda w: [w.board()]),
+    "outputs:share_board": Row(
+        signed_in(200, viewer=403, outsider=404), method="post", args=lambda w: [w.board()]
+    ),
+    "outputs:shares": Row(signed_in(200)),
+    # A member's link: its creator and the owners may revoke it; to anyone else it is unknown.
+    "outputs:revoke_share": Row(
+        signed_in(302, viewer=404, outsider=404),
+        method="post",
+        args=lambda w: [w.share()[0].pk],
+    ),
+    # Public: the token is the credential, whoever visits.
+    "outputs:shared": Row(every(200), args=lambda w: [w.share_token()]),
+    "outputs:shared_media": Row(every(200), args=lambda w: w.shared_media()),
+    "outputs:shared_download": Row(every(200), args=lambda w: [w.share_token()]),
 }
 
 

@@ -82,7 +82,7 @@ def test_archived_outputs_are_served_after_the_provider_forgot_them_and_went_awa
     icon = re.search(r'<img src="(/outputs/\d+/icon\?v=\w+)"', history)[1]
     full = re.search(r'data-image="(/outputs/\d+/file\?v=\w+)"', gallery)[1]
     download = re.search(r'data-download="(/outputs/\d+/download\?v=\w+)"', page)[1]
-    assert simulator.url not in gallery + history + page
+    assert output.source_url not in gallery + history + page
     for url, content_type in [(thumb, "image/webp"), (icon, "image/webp"), (full, "image/webp")]:
         response = client.get(url)
         assert response.status_code == 200

@@ -5,6 +5,7 @@ Skipped, with a printed notice, where no Chromium is installed (CI installs it).
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -12,8 +13,10 @@ import httpx
 import pytest
 
 from accounts.models import Role
+from outputs.models import ArchiveState, Output
+from predictions.models import Prediction
 
-from .conftest import make_prediction, make_user
+from .conftest import make_output, make_prediction, make_user
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -78,13 +81,14 @@ def sign_in(page, url: str, username: str) -> None:
 
 
 @pytest.mark.usefixtures("worker", "scheduler")
-def test_a_job_runs_live_from_the_form_to_its_log_and_the_gallery_lightbox(
+def test_a_job_runs_live_from_the_form_to_its_saved_outputs_and_the_lightbox(
     live_server, page, member, simulator
 ):
     simulator.engine.speed = 8  # slow enough to watch the progress bar move
     sign_in(page, live_server.url, member.username)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="New images").click()
     page.locator("#id_prompt").fill("a lighthouse in a storm")
+    page.get_by_label("Images per prediction").fill("2")
     page.get_by_role("button", name="Generate").click()
 
     page.wait_for_url("**/predictions/*/")
@@ -92,21 +96,47 @@ def test_a_job_runs_live_from_the_form_to_its_log_and_the_gallery_lightbox(
     expect(page.locator("#prediction-live .status")).to_contain_text("Succeeded")
     expect(page.locator(".log-bar progress").first).to_have_attribute("value", "100")
     expect(page.locator("#log-lines")).to_contain_text("Total safe images")
-    output = page.locator(".outputs img").first
-    expect(output).to_have_js_property("complete", True)
-    assert output.evaluate("img => img.naturalWidth") > 0
+    # The page keeps refreshing until both outputs are saved, then shows Darkroom's copies.
+    saved = page.locator(".output-grid img[src^='/outputs/']")
+    expect(saved).to_have_count(2)
+    expect(page.locator(".output-facts").first).to_contain_text("Saved")
+    expect(saved.first).to_have_js_property("complete", True)
+    assert saved.first.evaluate("img => img.naturalWidth") > 0
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
 
+    # The prediction's outputs open in the gallery's lightbox, keys included.
+    links = page.locator(".output-grid .tile-link")
+    links.first.click()
+    expect(page.locator("#lightbox")).to_be_visible()
+    image = page.locator("#lightbox-image")
+    expect(image).to_have_attribute("src", re.compile(r"^/outputs/\d+/file"))
+    first_src = image.get_attribute("src")
+    expect(page.locator("#lightbox-download")).to_be_visible()
+    expect(page.locator("#lightbox-open")).to_be_hidden()
+    expect(image).to_have_js_property("complete", True)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "lightbox-desktop-light.png")
+    page.keyboard.press("ArrowRight")
+    expect(image).not_to_have_attribute("src", first_src)
+    page.keyboard.press("Escape")
+    expect(page.locator("#lightbox")).to_be_hidden()
+    expect(links.nth(1)).to_be_focused()
+
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Gallery").click()
-    tile = page.locator(".tile").first
+    tile = page.locator(".tile-link").first
     expect(tile).to_contain_text("a lighthouse in a storm")
+    expect(tile.locator("img")).to_have_attribute("src", re.compile(r"^/outputs/\d+/thumb"))
     tile.focus()
     page.keyboard.press("Enter")
     expect(page.locator("#lightbox")).to_be_visible()
     expect(page.locator("#lightbox-prompt")).to_have_text("a lighthouse in a storm")
+    with page.expect_download() as download:
+        page.locator("#lightbox-download").click()
+    assert download.value.suggested_filename == "a-lighthouse-in-a-storm-1.webp"
+    expect(page.locator("#lightbox")).to_be_visible()
     page.keyboard.press("Escape")
     expect(page.locator("#lightbox")).to_be_hidden()
-    assert page.evaluate("document.activeElement.classList.contains('tile')")
+    expect(tile).to_be_focused()
     assert page.console.problems == []
 
 
@@ -126,24 +156,19 @@ def test_a_slow_job_is_canceled_from_its_page_without_a_reload(
     assert page.console.problems == []
 
 
-def make_finished(count: int, prompt: str, member, simulator) -> None:
-    """`count` succeeded predictions, numbered, whose (absent) images the simulator serves."""
+def make_finished(count: int, prompt: str, member, outputs: int = 1) -> None:
+    """`count` succeeded predictions, numbered, each with `outputs` archived outputs."""
     for n in range(count):
-        make_prediction(
-            f"{prompt} {n}",
-            status="succeeded",
-            submitted_by=member,
-            output=[f"{simulator.url}/files/none/out-{n}.webp"],
-        )
+        prediction = make_prediction(f"{prompt} {n}", status="succeeded", submitted_by=member)
+        for _ in range(outputs):
+            make_output(prediction)
 
 
-def test_the_lightbox_moves_with_the_arrow_keys_and_esc_returns_focus(
-    live_server, page, member, simulator
-):
-    make_finished(3, "frame", member, simulator)
+def test_the_lightbox_moves_with_the_arrow_keys_and_esc_returns_focus(live_server, page, member):
+    make_finished(3, "frame", member)
     sign_in(page, live_server.url, member.username)
     page.goto(f"{live_server.url}/gallery/")
-    tiles = page.locator(".tile")
+    tiles = page.locator(".tile-link")
     expect(tiles).to_have_count(3)
 
     tiles.first.click()
@@ -153,17 +178,32 @@ def test_the_lightbox_moves_with_the_arrow_keys_and_esc_returns_focus(
     page.keyboard.press("ArrowLeft")
     expect(page.locator("#lightbox-prompt")).to_have_text("frame 2")
     page.keyboard.press("ArrowRight")
-    second = tiles.nth(1).get_attribute("id")
     page.keyboard.press("Escape")
 
     expect(page.locator("#lightbox")).to_be_hidden()
-    assert page.evaluate("document.activeElement.id") == second
+    expect(tiles.nth(1)).to_be_focused()
+    assert page.console.problems == []
 
 
-def test_the_gallery_scrolls_on_forever_and_the_history_pages_by_link(
-    live_server, page, member, simulator
-):
-    make_finished(60, "tile", member, simulator)
+def test_a_starred_output_stays_in_the_starred_gallery(live_server, page, member):
+    make_finished(2, "frame", member)
+    sign_in(page, live_server.url, member.username)
+    page.goto(f"{live_server.url}/gallery/")
+    first = page.locator(".tile").first
+
+    first.hover()
+    first.get_by_role("button", name="Star").click()
+    expect(first.get_by_role("button", name="Star")).to_have_attribute("aria-pressed", "true")
+    page.get_by_label("Starred only").check()
+    page.get_by_role("button", name="Filter").click()
+
+    expect(page.locator(".tile")).to_have_count(1)
+    expect(page.locator(".tile-link")).to_contain_text("frame 1")
+    assert page.console.problems == []
+
+
+def test_the_gallery_scrolls_on_forever_and_the_history_pages_by_link(live_server, page, member):
+    make_finished(60, "tile", member)
     sign_in(page, live_server.url, member.username)
 
     page.goto(f"{live_server.url}/gallery/")
@@ -230,7 +270,22 @@ def test_every_page_is_photographed_at_desktop_and_phone_width_in_light_and_dark
     done = finished_at_the_simulator(
         simulator, owner, "a red fox in fresh snow, golden hour", num_outputs=2, aspect_ratio="4:3"
     )
-    finished_at_the_simulator(simulator, owner, "a lighthouse in a storm", aspect_ratio="9:16")
+    lighthouse = finished_at_the_simulator(
+        simulator, owner, "a lighthouse in a storm", aspect_ratio="9:16"
+    )
+    for output in Output.objects.filter(state=ArchiveState.PENDING):
+        output.archive()
+    # A second output that could not be saved before the provider removed the files.
+    Prediction.objects.filter(pk=lighthouse.pk).update(data_removed=True)
+    Output.objects.create(
+        team=team,
+        prediction=lighthouse,
+        index=1,
+        source_url="https://replicate.delivery/lost.webp",
+        state=ArchiveState.FAILED,
+        reason="The file is larger than the 50 MB limit.",
+        next_attempt_at=None,
+    )
     make_prediction("a castle in the clouds", status="processing", submitted_by=owner)
     make_prediction("out of memory", status="failed", error="CUDA out of memory.")
     PAGES["prediction"] = done.get_absolute_url()
@@ -310,9 +365,9 @@ def test_without_javascript_every_page_still_works_through_plain_links(
             break
         page.wait_for_timeout(250)
     expect(page.locator(".status").first).to_contain_text("Succeeded")
-    expect(page.locator(".outputs img")).to_have_count(1)
+    expect(page.locator(".output-grid img")).to_have_count(1)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Gallery").click()
     expect(page.locator(".tile")).to_have_count(1)
-    page.locator(".tile").first.click()
+    page.locator(".tile-link").first.click()
     page.wait_for_url("**/predictions/*/")
     context.close()

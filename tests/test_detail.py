@@ -1,5 +1,6 @@
-"""The prediction page: header, status and timeline, actions by role, and the same request as
-curl and Python, which run against the simulator as they are shown."""
+"""The prediction page: header, status and timeline, its outputs as tiles of the gallery's
+lightbox with their archive states, actions by role, and the same request as curl and Python,
+which run against the simulator as they are shown."""
 
 import html
 import json
@@ -13,8 +14,16 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import ProviderCredential, Role
+from outputs.models import ArchiveState, Output
 
-from .conftest import configure_provider, make_prediction, make_team, make_user
+from .conftest import (
+    configure_provider,
+    make_output,
+    make_prediction,
+    make_team,
+    make_user,
+    save_copy,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -39,6 +48,7 @@ def test_the_page_shows_prompt_model_provider_member_input_and_details(client, m
         image_count=1,
         output=["http://127.0.0.1:1/out-0.webp"],
     )
+    output = make_output(prediction)
 
     body = page(client, prediction)
 
@@ -51,7 +61,7 @@ def test_the_page_shows_prompt_model_provider_member_input_and_details(client, m
     assert "<dt><code>total_time</code></dt><dd>1.2</dd>" in body
     assert "<dt><code>num_outputs</code></dt><dd>2</dd>" in body
     assert "<dt><code>go_fast</code></dt><dd>true</dd>" in body
-    assert "out-0.webp" in body
+    assert f'src="/outputs/{output.pk}/thumb?v={output.sha256[:16]}"' in body
 
 
 def test_the_status_is_a_label_and_an_icon_not_colour_alone(client):
@@ -188,6 +198,156 @@ def test_the_page_has_no_inline_script_or_style(client):
     assert "<style" not in body
     for tag in re.findall(r"<script[^>]*>", body):
         assert 'src="/static/' in tag
+
+
+# --- Outputs --------------------------------------------------------------------------------
+
+
+def outputs_of(prediction, *states: str) -> list[Output]:
+    """Outputs of `prediction` in `states`, recorded as the poller records them, then archived
+    (with a stored copy) or left as they are."""
+    outputs = []
+    for index, state in enumerate(states):
+        output = Output.objects.create(
+            team_id=prediction.team_id,
+            prediction=prediction,
+            index=index,
+            source_url=f"https://replicate.delivery/{prediction.pk}/out-{index}.webp",
+        )
+        if state == ArchiveState.ARCHIVED:
+            output = save_copy(output)
+        elif state != ArchiveState.PENDING:
+            Output.objects.filter(pk=output.pk).update(state=state, next_attempt_at=None)
+            output.refresh_from_db()
+        outputs.append(output)
+    return outputs
+
+
+def tile_of(body: str, output: Output) -> str:
+    match = re.search(rf'<div class="tile [^"]*" id="tile-{output.pk}">.*?</li>', body, re.DOTALL)
+    assert match, f"no tile for output {output.pk}"
+    return match[0]
+
+
+def test_the_outputs_are_tiles_of_the_gallerys_lightbox_with_download(client):
+    prediction = make_prediction("two foxes", status="succeeded", data_removed=True)
+    first, second = outputs_of(prediction, "archived", "archived")
+
+    body = page(client, prediction)
+
+    assert '<ul class="output-grid" data-gallery>' in body
+    assert '<dialog id="lightbox"' in body
+    nonce = re.search(r'<script src="/static/js/logs.js" nonce="([^"]+)"', body)[1]
+    assert f'<script src="/static/js/gallery.js" nonce="{nonce}" defer>' in body
+    for output in (first, second):
+        tile = tile_of(body, output)
+        version = output.sha256[:16]
+        assert f'class="tile-link" href="/outputs/{output.pk}/file?v={version}"' in tile
+        assert f'data-download="/outputs/{output.pk}/download?v={version}"' in tile
+        assert f'src="/outputs/{output.pk}/thumb?v={version}"' in tile
+        assert 'data-prompt="two foxes"' in tile
+        assert f"Saved</span> · {output.width} × {output.height} · PNG" in tile
+        # Already on the prediction's page: no link back to it.
+        assert "data-open" not in tile
+    assert "replicate.delivery" not in body
+
+
+def test_an_output_still_saving_shows_the_providers_file_and_the_page_keeps_refreshing(client):
+    prediction = make_prediction("saving", status="succeeded")
+    (output,) = outputs_of(prediction, "pending")
+    url = prediction.get_absolute_url()
+
+    body = page(client, prediction)
+    etag = client.get(url, headers=HTMX)["ETag"]
+    output = save_copy(output)
+    saved = client.get(url, headers={**HTMX, "If-None-Match": etag})
+
+    assert f'src="{output.source_url}"' in tile_of(body, output)
+    assert "Saving…" in tile_of(body, output)
+    assert 'hx-trigger="every 2s"' in body
+    assert saved.status_code == 200
+    fragment = saved.content.decode()
+    assert f'src="/outputs/{output.pk}/thumb?v={output.sha256[:16]}"' in fragment
+    assert output.source_url not in fragment
+    assert "hx-trigger" not in fragment
+
+
+def test_a_failed_output_shows_its_reason_and_retry_time_and_keeps_the_page_refreshing(client):
+    prediction = make_prediction("failing", status="succeeded")
+    (output,) = outputs_of(prediction, "pending")
+    retry = timezone.now() + timedelta(minutes=3)
+    Output.objects.filter(pk=output.pk).update(
+        state=ArchiveState.FAILED, reason="The download timed out.", next_attempt_at=retry
+    )
+
+    body = page(client, prediction)
+
+    at = timezone.localtime(retry).strftime("%H:%M")
+    assert f"Not saved: The download timed out. Retrying at {at}." in tile_of(body, output)
+    assert 'hx-trigger="every 2s"' in body
+
+
+def test_an_output_given_up_or_expired_says_so_and_nothing_refreshes(client):
+    prediction = make_prediction("lost", status="succeeded", data_removed=True)
+    failed, expired = outputs_of(prediction, "failed", "expired")
+    Output.objects.filter(pk=failed.pk).update(reason="Not an image.")
+
+    body = page(client, prediction)
+
+    assert "Not saved: Not an image. Gave up." in tile_of(body, failed)
+    assert "Expired at the provider" in tile_of(body, expired)
+    assert "<img" not in tile_of(body, failed) + tile_of(body, expired)
+    assert "replicate.delivery" not in body
+    assert "hx-trigger" not in body
+
+
+def test_a_running_prediction_without_outputs_yet_has_no_outputs_section(client):
+    body = page(client, make_prediction(status="processing"))
+
+    assert "output-grid" not in body
+    assert 'hx-trigger="every 1s"' in body
+
+
+def test_every_image_on_the_page_has_its_width_and_height(client):
+    prediction = make_prediction("mixed", status="succeeded")
+    outputs_of(prediction, "archived", "pending", "failed")
+
+    body = page(client, prediction)
+
+    images = re.findall(r"<img\b[^>]*>", body)
+    assert len(images) == 4  # three tiles and the lightbox's
+    for img in images:
+        assert re.search(r'\swidth="\d+"', img) and re.search(r'\sheight="\d+"', img), img
+
+
+def test_a_change_to_an_output_changes_the_fragments_etag_in_one_query(
+    client, django_assert_num_queries
+):
+    prediction = make_prediction("starred", status="succeeded")
+    (output,) = outputs_of(prediction, "archived")
+    url = prediction.get_absolute_url()
+    etag = client.get(url, headers=HTMX)["ETag"]
+
+    # Session, user and membership, then the prediction joined with its outputs.
+    with django_assert_num_queries(4):
+        assert client.get(url, headers={**HTMX, "If-None-Match": etag}).status_code == 304
+    Output.objects.filter(pk=output.pk).update(starred=True)
+
+    changed = client.get(url, headers={**HTMX, "If-None-Match": etag})
+    assert changed.status_code == 200
+    assert 'aria-pressed="true"' in changed.content.decode()
+
+
+def test_a_video_output_opens_in_the_lightboxs_player(client):
+    prediction = make_prediction("a clip", status="succeeded")
+    (output,) = outputs_of(prediction, "pending")
+    Output.objects.filter(pk=output.pk).update(source_url="https://replicate.delivery/clip.mp4")
+
+    tile = tile_of(page(client, prediction), output)
+
+    assert 'data-kind="video"' in tile
+    assert 'data-image="https://replicate.delivery/clip.mp4"' in tile
+    assert "<img" not in tile
 
 
 # --- The same request by hand ---------------------------------------------------------------

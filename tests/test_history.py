@@ -1,5 +1,6 @@
 """The history: the team's predictions newest first, filtered by bookmarkable query parameters,
-paged by keyset, with chunks that refresh themselves only while something in them can change."""
+paged by keyset, with chunks that refresh themselves only while something in them can change.
+Each row shows its first output as a 48-pixel icon from Darkroom's copy."""
 
 import re
 from datetime import UTC, datetime, timedelta
@@ -11,10 +12,11 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Role
+from outputs.models import ArchiveState, Output
 from predictions.filters import Cursor
 from predictions.models import Prediction
 
-from .conftest import make_prediction, make_team, make_user
+from .conftest import make_output, make_prediction, make_team, make_user, save_copy
 
 pytestmark = pytest.mark.django_db
 
@@ -40,9 +42,25 @@ def refresh_url(html: str) -> str:
     return unescape(match[1])
 
 
+def pending_output(prediction: Prediction, **fields) -> Output:
+    """An output of `prediction` recorded but not saved yet, at the provider's URL."""
+    fields.setdefault("source_url", f"https://replicate.delivery/{prediction.pk}-0.webp")
+    return Output.objects.create(
+        team_id=prediction.team_id, prediction=prediction, index=0, **fields
+    )
+
+
+def icon_of(html: str, prediction: Prediction) -> str:
+    """The thumbnail cell of `prediction`'s row."""
+    link = f'<td class="prompt"><a id="prediction-{prediction.pk}"'
+    row = re.search(rf'<tr>\s*<td class="thumb">(.*?)</td>\s*{link}', html, re.DOTALL)
+    assert row, f"no row for prediction {prediction.pk}"
+    return row[1]
+
+
 def test_it_lists_the_teams_predictions_newest_first_with_their_details(client, member):
     make_prediction("an old barn", submitted_at=NOON - timedelta(hours=1))
-    make_prediction(
+    fox = make_prediction(
         "a red fox",
         submitted_at=NOON,
         submitted_by=member,
@@ -54,13 +72,15 @@ def test_it_lists_the_teams_predictions_newest_first_with_their_details(client, 
         completed_at=NOON + timedelta(seconds=4),
     )
 
+    output = make_output(fox)
+
     response = client.get("/")
 
     html = response.content.decode()
     assert response.status_code == 200
     assert rows_of(html) == ["a red fox", "an old barn"]
-    fox = html[html.index("fox-0.webp") - 200 : html.index("an old barn")]
-    assert 'src="https://replicate.delivery/fox-0.webp"' in fox
+    fox = html[html.index(f"/outputs/{output.pk}/") - 200 : html.index("an old barn")]
+    assert f'src="/outputs/{output.pk}/icon?v={output.sha256[:16]}"' in fox
     assert "acme/painter" in fox
     assert "<td>mia</td>" in fox
     assert "Succeeded" in fox
@@ -239,12 +259,33 @@ def test_a_chunk_with_an_unfinished_prediction_polls_and_a_finished_one_does_not
     assert 'hx-trigger="every 2s"' in page
     url = refresh_url(page)
 
-    running.apply_remote({"id": "r1", "status": "succeeded", "output": ["https://x.test/a.png"]})
+    running.apply_remote({"id": "r1", "status": "failed", "error": "out of memory"})
     fragment = client.get(url, headers=HTMX).content.decode()
 
     assert 'class="rows"' in fragment
-    assert "Succeeded" in fragment
+    assert "Failed" in fragment
     assert "hx-get" not in fragment and "hx-trigger" not in fragment
+
+
+def test_a_chunk_polls_until_its_outputs_are_saved_and_then_shows_the_icon(client):
+    running = make_prediction("running", status="processing")
+    url = refresh_url(client.get("/").content.decode())
+    running.apply_remote(
+        {"id": "r1", "status": "succeeded", "output": ["https://replicate.delivery/a.png"]}
+    )
+
+    saving = client.get(url, headers=HTMX)
+    output = save_copy(running.outputs.get())
+    saved = client.get(url, headers={**HTMX, "If-None-Match": saving["ETag"]})
+
+    assert "Succeeded" in saving.content.decode()
+    assert 'src="https://replicate.delivery/a.png"' in saving.content.decode()
+    assert 'hx-trigger="every 2s"' in saving.content.decode()
+    assert saved.status_code == 200
+    html = saved.content.decode()
+    assert f'src="/outputs/{output.pk}/icon?v={output.sha256[:16]}"' in html
+    assert "replicate.delivery" not in html
+    assert "hx-trigger" not in html
 
 
 def test_a_finished_history_does_not_poll(client):
@@ -296,8 +337,8 @@ def test_an_unchanged_refresh_is_answered_304_before_rendering(client, django_as
     assert "no-cache" in first["Cache-Control"]
     assert "HX-Request" in first["Vary"]
 
-    # Session, user and membership, then one aggregate over the chunk's range.
-    with django_assert_num_queries(4):
+    # Session, user and membership, then one aggregate over the chunk's range and its outputs.
+    with django_assert_num_queries(5):
         unchanged = client.get(url, headers={**HTMX, "If-None-Match": etag})
 
     assert unchanged.status_code == 304
@@ -345,3 +386,80 @@ def test_a_cursor_survives_a_round_trip_to_the_microsecond():
 
     assert str(cursor) == "1741953600123456-42"
     assert Cursor.parse(str(cursor)) == cursor
+
+
+# --- Icons ---------------------------------------------------------------------------------
+
+
+def test_an_archived_icon_is_the_96_pixel_thumbnail_shown_at_48(client):
+    prediction = make_prediction("saved", status="succeeded", data_removed=True)
+    output = make_output(prediction)
+
+    cell = icon_of(client.get("/").content.decode(), prediction)
+
+    assert f'<img src="/outputs/{output.pk}/icon?v={output.sha256[:16]}"' in cell
+    assert 'width="48" height="48"' in cell
+    assert 'loading="lazy" decoding="async"' in cell
+    assert output.source_url not in cell
+
+
+def test_an_output_still_saving_shows_the_providers_file_until_the_provider_removes_it(client):
+    prediction = make_prediction("saving", status="succeeded")
+    output = pending_output(prediction)
+
+    shown = icon_of(client.get("/").content.decode(), prediction)
+    Prediction.objects.filter(pk=prediction.pk).update(data_removed=True)
+    removed = icon_of(client.get("/").content.decode(), prediction)
+
+    assert f'<img src="{output.source_url}" alt=""' in shown
+    assert 'width="48" height="48"' in shown
+    assert "<img" not in removed
+    assert "Saving…" in removed
+
+
+def test_a_failed_or_expired_output_shows_why_instead_of_an_icon(client):
+    failed = make_prediction("failed", status="succeeded", data_removed=True)
+    pending_output(failed, state=ArchiveState.FAILED, reason="Too big.", next_attempt_at=None)
+    expired = make_prediction("expired", status="succeeded")
+    pending_output(expired, state=ArchiveState.EXPIRED, next_attempt_at=None)
+
+    html = client.get("/").content.decode()
+
+    assert "<img" not in icon_of(html, failed)
+    assert 'title="Not saved: Too big. Gave up."' in icon_of(html, failed)
+    assert "<img" not in icon_of(html, expired)
+    assert "Expired at the provider" in icon_of(html, expired)
+    assert "hx-trigger" not in html
+
+
+def test_every_image_in_the_history_has_its_width_and_height(client):
+    make_output(make_prediction("saved", status="succeeded"))
+    pending_output(make_prediction("saving", status="succeeded"))
+
+    html = client.get("/").content.decode()
+
+    images = re.findall(r"<img\b[^>]*>", html)
+    assert len(images) == 2
+    for img in images:
+        assert 'width="48" height="48"' in img, img
+
+
+def test_the_number_of_queries_does_not_grow_with_the_rows(client):
+    def queries_for_the_page() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get("/").status_code == 200
+        return len(queries.captured_queries)
+
+    def add_rows(n: int) -> None:
+        prediction = make_prediction(f"saved {n}", status="succeeded")
+        make_output(prediction)
+        make_output(prediction)
+        pending_output(make_prediction(f"saving {n}", status="succeeded"))
+        make_prediction(f"running {n}", status="processing")
+
+    add_rows(0)
+    few = queries_for_the_page()
+    for n in range(1, 11):
+        add_rows(n)
+
+    assert queries_for_the_page() == few

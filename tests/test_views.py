@@ -7,7 +7,7 @@ import pytest
 
 from predictions.models import Prediction
 
-from .conftest import configure_provider, make_prediction
+from .conftest import configure_provider, make_output, make_prediction
 
 pytestmark = pytest.mark.django_db
 
@@ -91,13 +91,14 @@ def test_a_running_prediction_fragment_keeps_polling(client):
 
 def test_a_finished_prediction_fragment_renders_without_its_trigger(client):
     prediction = make_prediction(status="succeeded", output=["http://127.0.0.1:1/out-0.webp"])
+    output = make_output(prediction)
 
     response = client.get(prediction.get_absolute_url(), headers={"HX-Request": "true"})
 
     body = response.content.decode()
     assert "hx-trigger" not in body
     assert 'id="prediction-live"' in body
-    assert "out-0.webp" in body
+    assert f"/outputs/{output.pk}/thumb" in body
 
 
 def test_an_unchanged_fragment_is_answered_304_without_rendering(client, django_assert_num_queries):

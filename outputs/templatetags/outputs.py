@@ -49,7 +49,8 @@ def full_url(context, output: Output) -> str:
 
 def provider_url(context, output: Output) -> str:
     # Share pages show archived copies only; a removed file would be a broken image.
-    if context.get("share_token") or output.prediction.data_removed:
+    gone = output.prediction.data_removed or output.state == ArchiveState.EXPIRED
+    if context.get("share_token") or gone:
         return ""
     return output.source_url
 
