@@ -3,7 +3,7 @@
 #
 #   make run     start the whole app (simulator in demo mode, worker, beat, web) on PORT
 #   make test    ruff check, then pytest; pass pytest options in PYTEST_ARGS
-#   make lint    ruff check
+#   make lint    ruff check and ruff format --check
 #   make clean   remove .venv, caches and var/'s runtime files; keeps the dev database
 
 PYTHON ?= python3
@@ -35,6 +35,7 @@ test: lint | $(VAR_DIR)
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts *.egg-info

@@ -222,15 +222,11 @@ ARCHIVE_SIGNED_URLS = bool(S3_BUCKET)
 if PRODUCTION:
     # gunicorn serves the collected, hashed static files itself: no CDN, no extra web server.
     MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
-    STORAGES["staticfiles"] = {
-        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
-    }
+    STORAGES["staticfiles"] = {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}
 
 # The downloader (outputs/download.py): only these hosts (a leading "*." for subdomains), over
 # https, at public addresses; the simulator's own origin is trusted for its outputs in demo mode.
-OUTPUT_ALLOWED_HOSTS = env_list(
-    "OUTPUT_ALLOWED_HOSTS", "replicate.delivery,*.replicate.delivery"
-)
+OUTPUT_ALLOWED_HOSTS = env_list("OUTPUT_ALLOWED_HOSTS", "replicate.delivery,*.replicate.delivery")
 OUTPUT_MAX_BYTES = env_int("OUTPUT_MAX_BYTES", 50 * 1024 * 1024)
 OUTPUT_MAX_PIXELS = env_int("OUTPUT_MAX_PIXELS", 64_000_000)
 OUTPUT_CONNECT_TIMEOUT = env_float("OUTPUT_CONNECT_TIMEOUT", 5.0)
@@ -241,9 +237,7 @@ OUTPUT_MAX_REDIRECTS = env_int("OUTPUT_MAX_REDIRECTS", 3)
 ARCHIVE_RETRY_DELAY = env_float("ARCHIVE_RETRY_DELAY", 5.0)
 ARCHIVE_MAX_RETRY_DELAY = env_float("ARCHIVE_MAX_RETRY_DELAY", 600.0)
 ARCHIVE_MAX_ATTEMPTS = env_int("ARCHIVE_MAX_ATTEMPTS", 8)
-ARCHIVE_LEASE = env_float(
-    "ARCHIVE_LEASE", OUTPUT_CONNECT_TIMEOUT + OUTPUT_DOWNLOAD_DEADLINE + 30
-)
+ARCHIVE_LEASE = env_float("ARCHIVE_LEASE", OUTPUT_CONNECT_TIMEOUT + OUTPUT_DOWNLOAD_DEADLINE + 30)
 ARCHIVE_BATCH = env_int("ARCHIVE_BATCH", 50)
 ARCHIVE_SWEEP_INTERVAL = env_float("ARCHIVE_SWEEP_INTERVAL", 5.0)
 

@@ -28,7 +28,7 @@ class ReturnForm(forms.Form):
     def __init__(self, data=None, *, request: HttpRequest, default: str = "") -> None:
         super().__init__(data)
         self.request = request
-        self.default = default or reverse("predictions:gallery")
+        self.default = default or reverse("outputs:gallery")
 
     def clean_next(self) -> str:
         url = self.cleaned_data["next"]

@@ -264,7 +264,22 @@ class Output(models.Model):
         the latest; True if it did."""
         if self.claim is not None:
             condition &= Q(claims=self.claim)
-        return bool(type(self).objects.filter(condition, pk=self.pk).update(**fields))
+        return bool(type(self).changed(type(self).objects.filter(condition, pk=self.pk), **fields))
+
+    @classmethod
+    def changed(cls, outputs: models.QuerySet, **fields: Any) -> int:
+        """Update `outputs` and mark their predictions changed: a prediction's tiles, rows and
+        page show its outputs, and their live refreshes compare the prediction's `updated_at`."""
+        with transaction.atomic():
+            predictions = list(outputs.values_list("prediction_id", flat=True))
+            count = outputs.update(**fields)
+            if count:
+                touch_predictions(predictions)
+        return count
+
+
+def touch_predictions(pks: list[int]) -> None:
+    Prediction.objects.filter(pk__in=pks).update(updated_at=timezone.now())
 
 
 def source_for_download(prediction: Prediction, url: str) -> tuple[str, list[str]]:

@@ -7,7 +7,7 @@ from django.dispatch import receiver
 from predictions.models import Prediction
 from predictions.signals import remote_applied
 
-from .models import Output, discard_unused, stored_names
+from .models import Output, discard_unused, stored_names, touch_predictions
 
 
 @receiver(remote_applied, sender=Prediction)
@@ -23,7 +23,8 @@ def record_outputs(sender, prediction: Prediction, **kwargs) -> None:
 @receiver(post_delete, sender=Output)
 def delete_stored_files(sender, instance: Output, **kwargs) -> None:
     """A deleted output's files go too (also when its prediction is deleted), unless another
-    output shares its SHA-256."""
+    output shares its SHA-256. Its prediction (if it stays) shows one output fewer."""
+    touch_predictions([instance.prediction_id])
     if instance.sha256:
         names = stored_names(instance)
         transaction.on_commit(lambda: discard_unused(instance.sha256, names))

@@ -4,6 +4,7 @@ from . import views
 
 app_name = "outputs"
 urlpatterns = [
+    path("gallery/", views.gallery, name="gallery"),
     path("boards/", views.boards, name="boards"),
     path("boards/<int:pk>/", views.board, name="board"),
     path("boards/<int:pk>/rename", views.rename_board, name="rename_board"),

@@ -8,12 +8,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.views.decorators.cache import cache_control
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import condition, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from accounts.models import Role
 from accounts.teams import for_team, team_object_or_404, team_required
+from predictions.views import filter_form, render_chunk
 
+from .filters import GalleryFilterForm
 from .forms import BoardForm, ReturnForm, SelectionForm, ShareForm, StarForm, errors_as_text
 from .models import THUMB_SIZES, ArchiveState, Board, Output, ShareLink
 from .zips import zip_response
@@ -53,6 +55,18 @@ def serve_copy(output: Output, variant: str, hide_prompt: bool = False) -> HttpR
     response = FileResponse(file, content_type=content_type)
     response["Content-Disposition"] = disposition
     return response
+
+
+# --- The gallery -----------------------------------------------------------------------------
+
+
+@team_required()
+@cache_control(no_cache=True)
+@vary_on_headers("HX-Request")
+@condition(etag_func=lambda request: filter_form(request, GalleryFilterForm).version())
+def gallery(request):
+    form = filter_form(request, GalleryFilterForm)
+    return render_chunk(request, form, "outputs/gallery.html", "tiles")
 
 
 # --- Boards ----------------------------------------------------------------------------------
@@ -191,7 +205,7 @@ def act_on_selection(request, form: SelectionForm, outputs: list[Output]) -> Non
         board = form.cleaned_data["board"]
         done = f"Removed {images(board.remove(outputs))} from “{board.name}”."
     elif action in ("star", "unstar"):
-        count = selected.update(starred=action == "star")
+        count = Output.changed(selected, starred=action == "star")
         done = f"{'Starred' if action == 'star' else 'Unstarred'} {images(count)}."
     else:
         # One by one, so each output's stored files follow it (see signals.py).
@@ -236,7 +250,7 @@ def star(request, pk: int):
         messages.error(request, errors_as_text(form))
         return redirect(form.return_url)
     output.starred = form.cleaned_data["starred"]
-    Output.objects.filter(pk=output.pk).update(starred=output.starred)
+    Output.changed(Output.objects.filter(pk=output.pk), starred=output.starred)
     if request.htmx:
         context = {"output": output, "next": form.cleaned_data["next"]}
         return render(request, "outputs/_star.html", context)

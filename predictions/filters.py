@@ -7,9 +7,7 @@ each chunk's positions in its URLs: `before` to fetch the next older chunk, `bef
 `through` to refresh a chunk in place.
 """
 
-import hashlib
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property
@@ -17,14 +15,13 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Max, Prefetch, Q, QuerySet
 from django.db.models.fields.json import KT
 from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import Membership
 from accounts.teams import for_team
-from outputs.models import ArchiveState, Output
 
 from .client import MODEL_RE
 from .models import RUNNING, Prediction, Status
@@ -266,8 +263,8 @@ class HistoryFilterForm(forms.Form):
         """A cheap stand-in for a chunk refresh's content (the ETag), None for anything else.
 
         The watched range's count and latest change: a prediction that changes, finishes,
-        appears or leaves moves one of them, and the ORM writes bump `updated_at`. Then what
-        the range's outputs show (SHOWN_OUTPUT_FIELDS), read and digested: a chunk holds few.
+        appears or leaves moves one of them, and the ORM writes bump `updated_at` (as does a
+        change to one of its outputs).
         """
         if not (self.request.htmx and self.is_valid() and self.cleaned_data["through"]):
             return None
@@ -275,9 +272,7 @@ class HistoryFilterForm(forms.Form):
         watched = self.watched().filter(span(data["before"], data["through"]))
         seen = watched.aggregate(count=Count("id"), latest=Max("updated_at"))
         latest = seen["latest"].timestamp() if seen["latest"] else 0
-        outputs = Output.objects.filter(prediction__in=watched.values("pk")).order_by("pk")
-        shown = digest(outputs.values_list(*SHOWN_OUTPUT_FIELDS))
-        return f"{self.request.membership.team_id}-{seen['count']}-{latest}-{shown}"
+        return f"{self.request.membership.team_id}-{seen['count']}-{latest}"
 
     def query(self, **cursors: Cursor | None) -> str:
         """This form's filters as a query string, with the given cursors."""
@@ -288,44 +283,6 @@ class HistoryFilterForm(forms.Form):
     @property
     def is_filtered(self) -> bool:
         return any(self.data.get(name) for name in self.filter_names)
-
-
-class GalleryFilterForm(HistoryFilterForm):
-    """The history's filters, for a gallery of finished outputs: there is no status to pick, and
-    the outputs can be narrowed to the starred ones."""
-
-    page_size = 24
-    filter_names = ["q", "model", "member", "since", "until", "starred"]
-    status = None
-    starred = forms.BooleanField(label="Starred only", required=False)
-
-    def shown(self, predictions: QuerySet) -> QuerySet:
-        """Succeeded predictions with an output to show: a saved copy, or, until it is saved,
-        the provider's file while the provider still has it."""
-        outputs = self.shown_outputs().filter(prediction=OuterRef("pk"))
-        saved = Exists(outputs.filter(state=ArchiveState.ARCHIVED))
-        at_provider = Exists(outputs.exclude(state=ArchiveState.EXPIRED))
-        return predictions.filter(
-            Q(saved) | Q(at_provider, data_removed=False), status=Status.SUCCEEDED
-        )
-
-    def shown_outputs(self) -> QuerySet:
-        outputs = Output.objects.all()
-        if self.cleaned_data["starred"]:
-            outputs = outputs.filter(starred=True)
-        return outputs
-
-    def outputs(self) -> Prefetch:
-        return Prefetch("outputs", queryset=self.shown_outputs())
-
-
-# What tiles and rows show of an output beyond its prediction, for the ETags: its archive writes
-# are conditional updates that leave no timestamp, so these values themselves are compared.
-SHOWN_OUTPUT_FIELDS = ["id", "state", "next_attempt_at", "archived_at", "starred"]
-
-
-def digest(rows: Iterable[tuple]) -> str:
-    return hashlib.blake2b(repr(list(rows)).encode(), digest_size=8).hexdigest()
 
 
 def start_of(day: date) -> datetime:

@@ -5,7 +5,6 @@ from . import views
 app_name = "predictions"
 urlpatterns = [
     path("", views.index, name="index"),
-    path("gallery/", views.gallery, name="gallery"),
     path("new/", views.new, name="new"),
     path("predictions/new", views.submit, name="submit"),
     path("predictions/<int:pk>/", views.detail, name="detail"),

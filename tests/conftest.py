@@ -314,7 +314,8 @@ def save_copy(output, image: bytes | None = None):
         "extension": extension,
     }
     store_copy(Output(**copy), image, content_type)
-    Output.objects.filter(pk=output.pk).update(
+    Output.changed(
+        Output.objects.filter(pk=output.pk),
         state=ArchiveState.ARCHIVED,
         reason="",
         next_attempt_at=None,

@@ -160,7 +160,7 @@ MATRIX: dict[str, Row] = {
     "accounts:accept_invite": Row(every(200), args=lambda w: [w.invite_token()]),
     # Predictions: pages, live fragments and actions.
     "predictions:index": Row(signed_in(200), also_htmx=True),
-    "predictions:gallery": Row(signed_in(200), also_htmx=True),
+    "outputs:gallery": Row(signed_in(200), also_htmx=True),
     "predictions:submit": Row(signed_in(302, viewer=403), method="post", data=submit_data),
     "predictions:detail": Row(
         signed_in(200, outsider=404), args=lambda w: [w.prediction()], also_htmx=True

@@ -20,9 +20,12 @@ from .conftest import configure_provider, make_prediction, wait_for, wait_until_
 def wait_until_archived(prediction, count: int = 1, timeout: float = 20.0) -> list[Output]:
     def settled() -> bool:
         outputs = Output.objects.filter(prediction=prediction)
-        return outputs.count() == count and not outputs.filter(
-            state__in=[ArchiveState.PENDING, ArchiveState.FAILED], next_attempt_at__isnull=False
-        ).exists()
+        return (
+            outputs.count() == count
+            and not outputs.filter(
+                state__in=[ArchiveState.PENDING, ArchiveState.FAILED], next_attempt_at__isnull=False
+            ).exists()
+        )
 
     wait_for(settled, timeout, f"the outputs of prediction {prediction.pk} to be archived")
     return list(Output.objects.filter(prediction=prediction).order_by("index"))
@@ -112,9 +115,10 @@ def scheduler_ticks_until_archived(*predictions) -> None:
         dispatch_due.delay()
         archive_due.delay()
         outputs = Output.objects.filter(prediction__in=predictions)
-        return outputs.count() == len(predictions) and not outputs.exclude(
-            state=ArchiveState.ARCHIVED
-        ).exists()
+        return (
+            outputs.count() == len(predictions)
+            and not outputs.exclude(state=ArchiveState.ARCHIVED).exists()
+        )
 
     wait_for(done, 20, "every output to be archived")
     for prediction in predictions:
@@ -214,7 +218,10 @@ def test_a_changed_output_url_is_archived_again():
 
 def test_a_simulator_output_named_by_its_public_address_is_fetched_from_the_polled_one(settings):
     configure_provider(
-        settings, "simulator", base_url="http://simulator:8765/v1", public_url="http://localhost:8765"
+        settings,
+        "simulator",
+        base_url="http://simulator:8765/v1",
+        public_url="http://localhost:8765",
     )
     url = "http://localhost:8765/files/abc/out-0.png"
 

@@ -217,7 +217,7 @@ def outputs_of(prediction, *states: str) -> list[Output]:
         if state == ArchiveState.ARCHIVED:
             output = save_copy(output)
         elif state != ArchiveState.PENDING:
-            Output.objects.filter(pk=output.pk).update(state=state, next_attempt_at=None)
+            Output.changed(Output.objects.filter(pk=output.pk), state=state, next_attempt_at=None)
             output.refresh_from_db()
         outputs.append(output)
     return outputs
@@ -276,8 +276,11 @@ def test_a_failed_output_shows_its_reason_and_retry_time_and_keeps_the_page_refr
     prediction = make_prediction("failing", status="succeeded")
     (output,) = outputs_of(prediction, "pending")
     retry = timezone.now() + timedelta(minutes=3)
-    Output.objects.filter(pk=output.pk).update(
-        state=ArchiveState.FAILED, reason="The download timed out.", next_attempt_at=retry
+    Output.changed(
+        Output.objects.filter(pk=output.pk),
+        state=ArchiveState.FAILED,
+        reason="The download timed out.",
+        next_attempt_at=retry,
     )
 
     body = page(client, prediction)
@@ -290,7 +293,7 @@ def test_a_failed_output_shows_its_reason_and_retry_time_and_keeps_the_page_refr
 def test_an_output_given_up_or_expired_says_so_and_nothing_refreshes(client):
     prediction = make_prediction("lost", status="succeeded", data_removed=True)
     failed, expired = outputs_of(prediction, "failed", "expired")
-    Output.objects.filter(pk=failed.pk).update(reason="Not an image.")
+    Output.changed(Output.objects.filter(pk=failed.pk), reason="Not an image.")
 
     body = page(client, prediction)
 
@@ -328,10 +331,10 @@ def test_a_change_to_an_output_changes_the_fragments_etag_in_one_query(
     url = prediction.get_absolute_url()
     etag = client.get(url, headers=HTMX)["ETag"]
 
-    # Session, user and membership, then the prediction joined with its outputs.
+    # Session, user and membership, then the prediction's last change (its outputs bump it).
     with django_assert_num_queries(4):
         assert client.get(url, headers={**HTMX, "If-None-Match": etag}).status_code == 304
-    Output.objects.filter(pk=output.pk).update(starred=True)
+    Output.changed(Output.objects.filter(pk=output.pk), starred=True)
 
     changed = client.get(url, headers={**HTMX, "If-None-Match": etag})
     assert changed.status_code == 200
@@ -341,7 +344,9 @@ def test_a_change_to_an_output_changes_the_fragments_etag_in_one_query(
 def test_a_video_output_opens_in_the_lightboxs_player(client):
     prediction = make_prediction("a clip", status="succeeded")
     (output,) = outputs_of(prediction, "pending")
-    Output.objects.filter(pk=output.pk).update(source_url="https://replicate.delivery/clip.mp4")
+    Output.changed(
+        Output.objects.filter(pk=output.pk), source_url="https://replicate.delivery/clip.mp4"
+    )
 
     tile = tile_of(page(client, prediction), output)
 

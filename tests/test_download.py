@@ -372,9 +372,9 @@ def test_it_refuses_html(server):
 
 
 def test_it_refuses_a_compressed_body_it_did_not_ask_for(server):
-    server.serve("/out.json", gzip.compress(b"{}"), "application/json", headers={
-        "Content-Encoding": "gzip"
-    })
+    server.serve(
+        "/out.json", gzip.compress(b"{}"), "application/json", headers={"Content-Encoding": "gzip"}
+    )
 
     error = refusal(server.url("/out.json"), trusted_origins=[server.origin])
 
@@ -413,8 +413,13 @@ def test_it_refuses_json_and_text_that_do_not_parse(server, body, content_type, 
 
 @pytest.mark.parametrize(
     ("status", "retryable", "expired"),
-    [(404, False, True), (410, False, True), (503, True, False), (429, True, False),
-     (403, False, False)],
+    [
+        (404, False, True),
+        (410, False, True),
+        (503, True, False),
+        (429, True, False),
+        (403, False, False),
+    ],
 )
 def test_it_says_whether_an_error_status_is_worth_retrying(server, status, retryable, expired):
     server.serve("/out.png", b"", "text/plain", status=status)
