@@ -191,6 +191,7 @@ STATIC_ROOT = VAR_DIR / "static"
 # own signed URLs the views then redirect to.
 MEDIA_ROOT = Path(env_str("DARKROOM_MEDIA_DIR") or VAR_DIR / "media")
 S3_BUCKET = env_str("S3_BUCKET")
+S3_URL_EXPIRY = env_int("S3_URL_EXPIRY", 300)
 if S3_BUCKET:
     default_storage_config = {
         "BACKEND": "storages.backends.s3.S3Storage",
@@ -200,11 +201,10 @@ if S3_BUCKET:
             "region_name": env_str("S3_REGION") or None,
             "access_key": env_str("S3_ACCESS_KEY_ID") or None,
             "secret_key": env_str("S3_SECRET_ACCESS_KEY") or None,
-            "custom_domain": env_str("S3_CUSTOM_DOMAIN") or None,
             # Private objects, reached only through URLs signed for a few minutes.
             "default_acl": "private",
             "querystring_auth": True,
-            "querystring_expire": env_int("S3_URL_EXPIRY", 300),
+            "querystring_expire": S3_URL_EXPIRY,
             "file_overwrite": True,
         },
     }
@@ -233,10 +233,11 @@ OUTPUT_CONNECT_TIMEOUT = env_float("OUTPUT_CONNECT_TIMEOUT", 5.0)
 OUTPUT_READ_TIMEOUT = env_float("OUTPUT_READ_TIMEOUT", 30.0)
 OUTPUT_DOWNLOAD_DEADLINE = env_float("OUTPUT_DOWNLOAD_DEADLINE", 120.0)
 OUTPUT_MAX_REDIRECTS = env_int("OUTPUT_MAX_REDIRECTS", 3)
-# The archive's retries: 5 s, 10 s, 20 s ... at most 10 minutes apart, 8 tries in all.
+# The archive's retries: 5 s, 10 s, 20 s ... at most 10 minutes apart, 13 tries in all: about
+# the hour a provider keeps the file.
 ARCHIVE_RETRY_DELAY = env_float("ARCHIVE_RETRY_DELAY", 5.0)
 ARCHIVE_MAX_RETRY_DELAY = env_float("ARCHIVE_MAX_RETRY_DELAY", 600.0)
-ARCHIVE_MAX_ATTEMPTS = env_int("ARCHIVE_MAX_ATTEMPTS", 8)
+ARCHIVE_MAX_ATTEMPTS = env_int("ARCHIVE_MAX_ATTEMPTS", 13)
 ARCHIVE_LEASE = env_float("ARCHIVE_LEASE", OUTPUT_CONNECT_TIMEOUT + OUTPUT_DOWNLOAD_DEADLINE + 30)
 ARCHIVE_BATCH = env_int("ARCHIVE_BATCH", 50)
 ARCHIVE_SWEEP_INTERVAL = env_float("ARCHIVE_SWEEP_INTERVAL", 5.0)
@@ -245,9 +246,18 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"hide_share_tokens": {"()": "dashboard.logging.HideShareTokens"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["hide_share_tokens"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
+        # runserver's request lines, through the handler above (Django's own has no filter).
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
         # One line per task and per beat tick (every second) drowns everything else.
@@ -371,11 +381,7 @@ if PRODUCTION:
 simulator_url = urlsplit(PROVIDERS["simulator"]["base_url"])
 bucket_origin = ""
 if S3_BUCKET:
-    bucket_url = urlsplit(
-        f"https://{env_str('S3_CUSTOM_DOMAIN')}"
-        if env_str("S3_CUSTOM_DOMAIN")
-        else env_str("S3_ENDPOINT_URL") or "https://*.amazonaws.com"
-    )
+    bucket_url = urlsplit(env_str("S3_ENDPOINT_URL") or "https://*.amazonaws.com")
     bucket_origin = f",{bucket_url.scheme}://{bucket_url.netloc}"
 CSP_IMG_SOURCES = env_list(
     "CSP_IMG_SOURCES",

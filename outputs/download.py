@@ -113,17 +113,13 @@ class DownloadSettings:
     @classmethod
     def from_settings(cls) -> "DownloadSettings":
         return cls(
-            allowed_hosts=tuple(
-                getattr(
-                    settings, "OUTPUT_ALLOWED_HOSTS", ["replicate.delivery", "*.replicate.delivery"]
-                )
-            ),
-            max_bytes=getattr(settings, "OUTPUT_MAX_BYTES", 50 * MIB),
-            max_pixels=getattr(settings, "OUTPUT_MAX_PIXELS", 64_000_000),
-            connect_timeout=getattr(settings, "OUTPUT_CONNECT_TIMEOUT", 5.0),
-            read_timeout=getattr(settings, "OUTPUT_READ_TIMEOUT", 30.0),
-            deadline=getattr(settings, "OUTPUT_DOWNLOAD_DEADLINE", 120.0),
-            max_redirects=getattr(settings, "OUTPUT_MAX_REDIRECTS", 3),
+            allowed_hosts=tuple(settings.OUTPUT_ALLOWED_HOSTS),
+            max_bytes=settings.OUTPUT_MAX_BYTES,
+            max_pixels=settings.OUTPUT_MAX_PIXELS,
+            connect_timeout=settings.OUTPUT_CONNECT_TIMEOUT,
+            read_timeout=settings.OUTPUT_READ_TIMEOUT,
+            deadline=settings.OUTPUT_DOWNLOAD_DEADLINE,
+            max_redirects=settings.OUTPUT_MAX_REDIRECTS,
         )
 
 

@@ -102,13 +102,28 @@ class ShareForm(forms.Form):
         }
 
 
+class TeamOutputsField(forms.ModelMultipleChoiceField):
+    """An id past the largest 64-bit integer names no output, like another team's: it is an
+    unknown choice before any query (which the database would refuse with an error)."""
+
+    def _check_values(self, value):
+        for pk in value:
+            if str(pk).isdigit() and int(pk) >= 2**63:
+                raise forms.ValidationError(
+                    self.error_messages["invalid_choice"],
+                    code="invalid_choice",
+                    params={"value": pk},
+                )
+        return super()._check_values(value)
+
+
 class SelectionForm(ShareForm, ReturnForm):
     """The selection toolbar: what to do with the ticked tiles. Outputs and boards are looked up
     in the request's team only, so another team's pk is an unknown one (see `names_unknown`)."""
 
     ACTIONS = ["add", "remove", "star", "unstar", "delete", "download", "share"]
 
-    outputs = forms.ModelMultipleChoiceField(
+    outputs = TeamOutputsField(
         queryset=Output.objects.none(),
         error_messages={"required": "Select at least one image first."},
     )

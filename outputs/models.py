@@ -8,6 +8,8 @@ claim counter makes a duplicate worker harmless, and every transition is a condi
 """
 
 import hashlib
+import logging
+import mimetypes
 import random
 import secrets
 from datetime import timedelta
@@ -27,6 +29,11 @@ from predictions.models import Prediction
 
 from . import images
 from .download import DownloadError, fetch
+
+log = logging.getLogger(__name__)
+
+# How long providers keep an API prediction's files after it ends.
+PROVIDER_RETENTION = timedelta(hours=1)
 
 # The sizes of the two thumbnails, as the longest side in pixels: tiles in grids, and the
 # history's 48-pixel icons (at twice the density, for sharp screens).
@@ -105,9 +112,30 @@ class Output(models.Model):
 
     @property
     def kind(self) -> str:
-        """How the output is shown: image, video, audio or text (text and JSON)."""
-        major = (self.content_type or "image/").split("/")[0]
+        """How the output is shown: image, video, audio or text (text and JSON). Its stored type
+        once archived, else a guess from the provider URL's extension (an image unless it says
+        otherwise)."""
+        content_type = self.content_type or mimetypes.guess_type(urlsplit(self.source_url).path)[0]
+        major = (content_type or "image/").split("/")[0]
         return major if major in ("image", "video", "audio") else "text"
+
+    @property
+    def retrying(self) -> bool:
+        """Whether the archive will try this output (again): pages showing it keep refreshing."""
+        return self.next_attempt_at is not None
+
+    @property
+    def at_provider(self) -> bool:
+        """Whether the provider likely still has the file, so a page may show it from there
+        until the copy exists: not removed, not given up on, and within the provider's hour."""
+        prediction = self.prediction
+        ended = prediction.completed_at
+        return (
+            not self.is_archived
+            and self.retrying
+            and not prediction.data_removed
+            and (ended is None or timezone.now() - ended < PROVIDER_RETENTION)
+        )
 
     def stored_name(self, variant: str = "file") -> str:
         """The storage name of the copy (`file`) or of a thumbnail (`thumb`, `icon`)."""
@@ -115,6 +143,17 @@ class Output(models.Model):
         if variant in THUMB_SIZES:
             return f"thumbs/{folder}-{THUMB_SIZES[variant]}.webp"
         return f"outputs/{folder}.{self.extension}"
+
+    def stored_names(self) -> list[str]:
+        """The names of the copy and, for an image, its thumbnails."""
+        variants = ["file", *THUMB_SIZES] if self.content_type.startswith("image/") else ["file"]
+        return [self.stored_name(variant) for variant in variants]
+
+    def files(self, content: bytes) -> dict[str, bytes]:
+        """The files to store for a copy whose content is `content`: it, and its thumbnails."""
+        names = self.stored_names()
+        thumbnails = [images.thumbnail(content, THUMB_SIZES[name]) for name in THUMB_SIZES]
+        return dict(zip(names, [content, *thumbnails][: len(names)], strict=True))
 
     def has_thumbnails(self) -> bool:
         return self.is_archived and self.kind == "image"
@@ -159,7 +198,9 @@ class Output(models.Model):
                 )
                 due += created
             elif existing[index] != url:
+                # A new claim: a worker still fetching the old URL must not store its file.
                 due += cls.objects.filter(prediction=prediction, index=index).update(
+                    claims=F("claims") + 1,
                     source_url=url,
                     state=ArchiveState.PENDING,
                     reason="",
@@ -193,10 +234,13 @@ class Output(models.Model):
 
     @classmethod
     def take(cls, pk: int, claim: int) -> "Output | None":
-        """The output, if `claim` is still its latest."""
-        output = cls.objects.select_related("prediction").filter(pk=pk, claims=claim).first()
-        if output is not None:
-            output.claim = claim
+        """The output, if `claim` is still its latest; renews the lease for this worker, as
+        Prediction.take does: the message may have waited in the queue."""
+        lease_until = timezone.now() + timedelta(seconds=settings.ARCHIVE_LEASE)
+        if not cls.objects.filter(pk=pk, claims=claim).update(next_attempt_at=lease_until):
+            return None
+        output = cls.objects.select_related("prediction").get(pk=pk)
+        output.claim = claim
         return output
 
     def archive(self) -> None:
@@ -211,27 +255,39 @@ class Output(models.Model):
         try:
             url, trusted = source_for_download(self.prediction, self.source_url)
             fetched = fetch(url, trusted_origins=trusted)
+            copy = Output(
+                sha256=hashlib.sha256(fetched.content).hexdigest(),
+                content_type=fetched.content_type,
+                extension=fetched.extension,
+            )
+            files = copy.files(fetched.content)
+            store_files(copy.sha256, files)
         except DownloadError as exc:
             self.archive_failed(exc)
             return
-        digest = hashlib.sha256(fetched.content).hexdigest()
-        copy = Output(sha256=digest, extension=fetched.extension)
-        stored = store_copy(copy, fetched.content, fetched.content_type)
-        if not self._update(
+        except Exception as exc:
+            # Storage down, or a thumbnail Pillow could not make: worth another try, and said.
+            log.exception("output %s: could not store the copy", self.pk)
+            self.archive_failed(DownloadError(f"Could not store the copy: {exc}", retryable=True))
+            return
+        if self._update(
             ~Q(state=ArchiveState.ARCHIVED),
             state=ArchiveState.ARCHIVED,
             reason="",
             next_attempt_at=None,
             archived_at=timezone.now(),
-            sha256=digest,
-            content_type=fetched.content_type,
-            extension=fetched.extension,
+            sha256=copy.sha256,
+            content_type=copy.content_type,
+            extension=copy.extension,
             bytes=len(fetched.content),
             width=fetched.width,
             height=fetched.height,
         ):
-            # A newer claim did the work meanwhile; drop this copy unless a row uses it.
-            discard_unused(copy.sha256, stored)
+            # Until this row named the SHA-256, another worker (whose claim ran out) or the
+            # deletion of an output with the same file may have removed or be writing a file:
+            # now that the row protects them, make sure they are whole. A lost claim leaves its
+            # files alone: an unused file costs little, a missing one loses an image.
+            store_files(copy.sha256, files, verify=True)
 
     def archive_failed(self, exc: DownloadError) -> None:
         if exc.expired:
@@ -307,29 +363,30 @@ def archive_backoff(attempts: int) -> timedelta:
     return timedelta(seconds=seconds * random.uniform(0.8, 1.2))
 
 
-def store_copy(output: Output, content: bytes, content_type: str) -> list[str]:
-    """Store the file and, for an image, its thumbnails, under names made from the SHA-256, so
-    identical files are stored once. Returns the names this call wrote; on any failure nothing
-    it wrote is left behind."""
-    files = {output.stored_name(): content}
-    if content_type.startswith("image/"):
-        for variant, size in THUMB_SIZES.items():
-            files[output.stored_name(variant)] = images.thumbnail(content, size)
+def store_copy(output: Output, content: bytes) -> None:
+    """Store `content` and its thumbnails as `output`'s copy (tests and tools; workers archive)."""
+    store_files(output.sha256, output.files(content))
+
+
+def store_files(sha256: str, files: dict[str, bytes], verify: bool = False) -> None:
+    """Store the files not stored yet (with `verify`, also those of another size: a write cut
+    short). Names come from the SHA-256, so identical files are stored once. On a failure, what
+    this call wrote is deleted again unless an output uses it."""
     written = []
     try:
         for name, data in files.items():
             if default_storage.exists(name):
-                continue
+                if not verify or default_storage.size(name) == len(data):
+                    continue
+                default_storage.delete(name)
             saved = default_storage.save(name, ContentFile(data))
             written.append(saved)
             if saved != name:
                 # Another worker stored the same file at the same moment: keep theirs.
                 default_storage.delete(saved)
     except Exception:
-        for name in written:
-            default_storage.delete(name)
+        discard_unused(sha256, written)
         raise
-    return written
 
 
 def discard_unused(sha256: str, names: list[str]) -> None:
@@ -337,13 +394,6 @@ def discard_unused(sha256: str, names: list[str]) -> None:
     if sha256 and not Output.objects.filter(sha256=sha256).exists():
         for name in names:
             default_storage.delete(name)
-
-
-def stored_names(output: Output) -> list[str]:
-    names = [output.stored_name()]
-    if output.content_type.startswith("image/"):
-        names += [output.stored_name(variant) for variant in THUMB_SIZES]
-    return names
 
 
 # --- Boards and share links ----------------------------------------------------------------

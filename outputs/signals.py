@@ -7,7 +7,7 @@ from django.dispatch import receiver
 from predictions.models import Prediction
 from predictions.signals import remote_applied
 
-from .models import Output, discard_unused, stored_names, touch_predictions
+from .models import Output, discard_unused, touch_predictions
 
 
 @receiver(remote_applied, sender=Prediction)
@@ -26,5 +26,5 @@ def delete_stored_files(sender, instance: Output, **kwargs) -> None:
     output shares its SHA-256. Its prediction (if it stays) shows one output fewer."""
     touch_predictions([instance.prediction_id])
     if instance.sha256:
-        names = stored_names(instance)
+        names = instance.stored_names()
         transaction.on_commit(lambda: discard_unused(instance.sha256, names))

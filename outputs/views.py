@@ -6,6 +6,7 @@ from django.db.models import Count, QuerySet
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.cache import patch_cache_control
 from django.utils.http import content_disposition_header
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import condition, require_http_methods, require_POST
@@ -21,12 +22,12 @@ from .models import THUMB_SIZES, ArchiveState, Board, Output, ShareLink
 from .zips import zip_response
 
 VARIANTS = {"file", "download", *THUMB_SIZES}
+YEAR = 365 * 24 * 3600
 # Boards, share pages and zips list outputs as the gallery does: newest prediction first.
 TILE_ORDER = ["-prediction__submitted_at", "-prediction_id", "index"]
 
 
 @team_required()
-@cache_control(private=True, max_age=365 * 24 * 3600, immutable=True)
 def media(request, pk: int, variant: str):
     """An archived copy, a thumbnail of it, or the copy as a download; the team's own only."""
     queryset = Output.objects.select_related("prediction")
@@ -34,9 +35,12 @@ def media(request, pk: int, variant: str):
     return serve_copy(output, variant)
 
 
-def serve_copy(output: Output, variant: str, hide_prompt: bool = False) -> HttpResponse:
-    """The stored file for `variant`: streamed from local storage, or a redirect to the bucket's
-    own short-lived signed URL. The caller has checked that the visitor may see `output`."""
+def serve_copy(
+    output: Output, variant: str, hide_prompt: bool = False, max_age: int = YEAR
+) -> HttpResponse:
+    """The stored file for `variant`: streamed from local storage (cached for `max_age`: its URL
+    names its content), or a redirect to the bucket's own short-lived signed URL, cached for less
+    than that URL lives. The caller has checked that the visitor may see `output`."""
     if variant not in VARIANTS or (variant in THUMB_SIZES and not output.has_thumbnails()):
         raise Http404("No such file.")
     name = output.stored_name("file" if variant == "download" else variant)
@@ -47,13 +51,16 @@ def serve_copy(output: Output, variant: str, hide_prompt: bool = False) -> HttpR
         parameters = {"ResponseContentType": content_type}
         if variant == "download":
             parameters["ResponseContentDisposition"] = disposition
-        return redirect(default_storage.url(name, parameters=parameters))
+        response = redirect(default_storage.url(name, parameters=parameters))
+        patch_cache_control(response, private=True, max_age=settings.S3_URL_EXPIRY // 2)
+        return response
     try:
         file = default_storage.open(name, "rb")
     except FileNotFoundError:
         raise Http404("The stored copy is missing.") from None
     response = FileResponse(file, content_type=content_type)
     response["Content-Disposition"] = disposition
+    patch_cache_control(response, private=True, max_age=max_age, immutable=max_age == YEAR)
     return response
 
 
@@ -355,11 +362,11 @@ def shared(request, token: str):
     return public(render(request, "outputs/shared.html", context))
 
 
-@cache_control(private=True, max_age=300)
 def shared_media(request, token: str, pk: int, variant: str):
     link = share_or_404(request, token)
     output = get_object_or_404(link.shared_outputs().select_related("prediction"), pk=pk)
-    return public(serve_copy(output, variant, hide_prompt=link.hide_prompts))
+    # Briefly: a revoked link should stop working in browsers that saw it, too.
+    return public(serve_copy(output, variant, hide_prompt=link.hide_prompts, max_age=300))
 
 
 @cache_control(private=True, no_cache=True)

@@ -244,9 +244,7 @@ class HistoryFilterForm(forms.Form):
             through = Cursor.of(predictions[-1]) if has_older else FIRST
         unfinished = self.watched().filter(span(data["before"], through), status__in=RUNNING)
         # Outputs the archive will still try: their tiles change once their copies are saved.
-        archiving = any(
-            output.next_attempt_at is not None for p in predictions for output in p.outputs.all()
-        )
+        archiving = any(output.retrying for p in predictions for output in p.outputs.all())
         last = Cursor.of(predictions[-1]) if predictions else None
         return Chunk(
             predictions=predictions,

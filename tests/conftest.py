@@ -5,6 +5,8 @@ is done by real workers consuming a real broker (Redis when REDIS_URL is set, el
 filesystem broker), each test session on a queue of its own.
 """
 
+import hashlib
+import io
 import os
 import signal
 import subprocess
@@ -20,9 +22,13 @@ from celery.contrib.testing.worker import start_worker
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.utils import timezone
+from PIL import Image
 
 from accounts.models import Membership, Role, Team
 from dashboard.celery import app as celery_app
+from outputs.download import IMAGE_FORMATS
+from outputs.models import ArchiveState, Output, store_copy
 from outputs.tasks import archive_due
 from predictions.models import RUNNING, Prediction
 from predictions.simulator import Faults, Simulator
@@ -246,83 +252,52 @@ def media_storage(settings, tmp_path) -> Path:
     return tmp_path / "media"
 
 
-def make_output(prediction: Prediction, *, image: bytes | None = None, index: int | None = None):
-    """An archived output of `prediction`, stored as the archiver stores it (the file and its
-    thumbnails, named by SHA-256), without a download. `image`: the file's bytes (PNG, JPEG,
-    WebP or GIF); by default a small PNG of this output's own, so no two share a file."""
-    import hashlib
-    import io
+def small_png(size: tuple[int, int], seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, tuple(seed.to_bytes(3, "big"))).save(buffer, "PNG")
+    return buffer.getvalue()
 
-    from django.utils import timezone
-    from PIL import Image
 
-    from outputs.download import IMAGE_FORMATS
-    from outputs.models import ArchiveState, Output, store_copy
-
-    if index is None:
-        index = prediction.outputs.count()
-    if image is None:
-        buffer = io.BytesIO()
-        color = prediction.pk.to_bytes(3, "big")
-        Image.new("RGB", (16 + index, 12), tuple(color)).save(buffer, "PNG")
-        image = buffer.getvalue()
+def copy_of(image: bytes) -> dict:
+    """The fields the archiver stores for a copy whose content is `image`, and the copy itself
+    stored as the archiver stores it (the file and its thumbnails, named by SHA-256)."""
     with Image.open(io.BytesIO(image)) as decoded:
         content_type, extension = IMAGE_FORMATS[decoded.format]
         width, height = decoded.size
-    output = Output(
-        team_id=prediction.team_id,
-        prediction=prediction,
-        index=index,
-        source_url=f"https://replicate.delivery/test/{prediction.pk}-{index}.{extension}",
-        state=ArchiveState.ARCHIVED,
-        next_attempt_at=None,
-        archived_at=timezone.now(),
-        sha256=hashlib.sha256(image).hexdigest(),
-        content_type=content_type,
-        extension=extension,
-        bytes=len(image),
-        width=width,
-        height=height,
-    )
-    store_copy(output, image, content_type)
-    output.save()
-    return output
-
-
-def save_copy(output, image: bytes | None = None):
-    """`output`, a row still to be archived, archived in place as the archiver leaves it (a
-    small PNG of its own by default), without a download. Returns the row as stored."""
-    import hashlib
-    import io
-
-    from django.utils import timezone
-    from PIL import Image
-
-    from outputs.download import IMAGE_FORMATS
-    from outputs.models import ArchiveState, Output, store_copy
-
-    if image is None:
-        buffer = io.BytesIO()
-        Image.new("RGB", (40, 30), tuple(output.pk.to_bytes(3, "big"))).save(buffer, "PNG")
-        image = buffer.getvalue()
-    with Image.open(io.BytesIO(image)) as decoded:
-        content_type, extension = IMAGE_FORMATS[decoded.format]
-        width, height = decoded.size
-    copy = {
+    fields = {
+        "state": ArchiveState.ARCHIVED,
+        "reason": "",
+        "next_attempt_at": None,
+        "archived_at": timezone.now(),
         "sha256": hashlib.sha256(image).hexdigest(),
         "content_type": content_type,
         "extension": extension,
+        "bytes": len(image),
+        "width": width,
+        "height": height,
     }
-    store_copy(Output(**copy), image, content_type)
-    Output.changed(
-        Output.objects.filter(pk=output.pk),
-        state=ArchiveState.ARCHIVED,
-        reason="",
-        next_attempt_at=None,
-        archived_at=timezone.now(),
-        bytes=len(image),
-        width=width,
-        height=height,
-        **copy,
+    store_copy(Output(**fields), image)
+    return fields
+
+
+def make_output(prediction: Prediction, *, image: bytes | None = None, index: int | None = None):
+    """An archived output of `prediction`, without a download. `image`: the file's bytes (PNG,
+    JPEG, WebP or GIF); by default a small PNG of this output's own, so no two share a file."""
+    if index is None:
+        index = prediction.outputs.count()
+    image = image or small_png((16 + index, 12), prediction.pk)
+    return Output.objects.create(
+        team_id=prediction.team_id,
+        prediction=prediction,
+        index=index,
+        source_url=f"https://replicate.delivery/test/{prediction.pk}-{index}.png",
+        **copy_of(image),
     )
+
+
+def save_copy(output: Output, image: bytes | None = None) -> Output:
+    """`output`, a row still to be archived, archived in place as the archiver leaves it (a
+    small PNG of its own by default), without a download. Returns the row as stored."""
+    fields = copy_of(image or small_png((40, 30), output.pk))
+    Output.changed(Output.objects.filter(pk=output.pk), **fields)
     return Output.objects.get(pk=output.pk)

@@ -12,7 +12,7 @@ from django.test import Client
 from PIL import Image
 
 from accounts.models import Role
-from outputs.models import ArchiveState, Board, Output, stored_names
+from outputs.models import ArchiveState, Board, Output
 from outputs.zips import CHUNK_SIZE, entry_names, zip_chunks
 from predictions.models import Prediction
 
@@ -357,7 +357,7 @@ def test_a_star_without_a_state_changes_nothing(client):
 
 
 def files_exist(output: Output) -> list[bool]:
-    return [default_storage.exists(name) for name in stored_names(output)]
+    return [default_storage.exists(name) for name in output.stored_names()]
 
 
 def test_deleting_an_output_deletes_its_stored_files(client, django_capture_on_commit_callbacks):
@@ -534,3 +534,13 @@ def test_a_copy_missing_from_storage_is_left_out_of_the_zip(client, team):
     default_storage.delete(outputs[0].stored_name())
 
     assert list(unzip(client.get(f"/boards/{board.pk}/download"))) == ["gone-2.png"]
+
+
+@pytest.mark.parametrize("field", ["outputs", "board"])
+def test_an_id_too_large_for_the_database_is_an_unknown_one_not_an_error(client, team, field):
+    output = make_output(make_prediction(team=team, status="succeeded"))
+    data = {"outputs": [output.pk], "action": "add", "board": "", field: str(2**63)}
+
+    response = client.post("/outputs/selection", data)
+
+    assert response.status_code == 404

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from django.urls import reverse
 
 from accounts.models import Role
-from outputs.models import ArchiveState, Output
+from outputs.models import ArchiveState, Board, Output, ShareLink
 from predictions.models import Prediction
 
-from .conftest import make_output, make_prediction, make_user
+from .conftest import make_output, make_prediction, make_user, save_copy
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -114,8 +115,6 @@ def test_a_job_runs_live_from_the_form_to_its_saved_outputs_and_the_lightbox(
     expect(page.locator("#lightbox-download")).to_be_visible()
     expect(page.locator("#lightbox-open")).to_be_hidden()
     expect(image).to_have_js_property("complete", True)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / "lightbox-desktop-light.png")
     page.keyboard.press("ArrowRight")
     expect(image).not_to_have_attribute("src", first_src)
     page.keyboard.press("Escape")
@@ -202,6 +201,177 @@ def test_a_starred_output_stays_in_the_starred_gallery(live_server, page, member
     assert page.console.problems == []
 
 
+def share_board(page, hide_prompts: bool = False) -> str:
+    """From a board's page: a new share link for it, read off the page that shows it once."""
+    manage = page.locator(".board-manage")
+    if not manage.evaluate("details => details.open"):
+        manage.locator("summary").click()
+    manage.get_by_label("Hide prompts and parameters").set_checked(hide_prompts)
+    manage.get_by_role("button", name="Create share link").click()
+    expect(page.get_by_role("heading", name="Share link created")).to_be_visible()
+    return page.locator("#share-url").input_value()
+
+
+def open_signed_out(browser, url: str):
+    """`url` in a fresh browser context: no cookies, nobody signed in."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(20_000)
+    guest = context.new_page()
+    guest.console = Console(guest)
+    guest.goto(url)
+    return guest
+
+
+def test_tiles_selected_by_click_range_and_keyboard_go_to_a_board_whose_link_downloads_signed_out(
+    live_server, browser, page, member
+):
+    make_finished(3, "a quiet harbour at dawn", member)
+    newest = Prediction.objects.order_by("-submitted_at", "-pk").first()
+    sign_in(page, live_server.url, member.username)
+    page.goto(f"{live_server.url}/gallery/")
+    boxes = page.locator(".tile-select")
+    expect(boxes).to_have_count(3)
+    count = page.locator("[data-selection-count]")
+    clear = page.get_by_role("button", name="Clear selection")
+    expect(clear).to_be_hidden()
+
+    boxes.nth(0).click()
+    expect(count).to_have_text("1 selected")
+    expect(clear).to_be_visible()
+    boxes.nth(2).click(modifiers=["Shift"])  # the range from the first: all three
+    expect(count).to_have_text("3 selected")
+    boxes.nth(1).focus()
+    page.keyboard.press("Space")  # the checkbox's own key
+    expect(boxes.nth(1)).not_to_be_checked()
+    expect(count).to_have_text("2 selected")
+    page.locator(".tile-link").nth(1).focus()
+    page.keyboard.press("Space")  # Space on a tile ticks it too, without opening it
+    expect(boxes.nth(1)).to_be_checked()
+    expect(page.locator("#lightbox")).to_be_hidden()
+    expect(count).to_have_text("3 selected")
+
+    toolbar = page.locator("#selection")
+    toolbar.get_by_label("New board name").fill("Seaside")
+    toolbar.get_by_role("button", name="Add to board").click()
+    expect(page.locator(".messages")).to_contain_text("Added 3 images to “Seaside”.")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Boards").click()
+    page.get_by_role("link", name=re.compile("Seaside")).click()
+    expect(page.locator(".tile")).to_have_count(3)
+    board_url = page.url
+
+    url = share_board(page)
+    assert url.startswith(f"{live_server.url}/s/")
+    guest = open_signed_out(browser, url)
+    expect(guest.get_by_role("heading", name="Seaside")).to_be_visible()
+    expect(guest.get_by_role("link", name="Sign out")).to_have_count(0)
+    images = guest.locator(".tile img")
+    expect(images).to_have_count(3)
+    for n in range(3):
+        expect(images.nth(n)).to_have_js_property("complete", True)
+        assert images.nth(n).evaluate("img => img.naturalWidth") > 0
+    guest.locator(".tile-link").first.click()
+    expect(guest.locator("#lightbox-prompt")).to_have_text("a quiet harbour at dawn 2")
+    # A share page is read-only: no star, no boards.
+    expect(guest.locator("#lightbox-star, #lightbox-board")).to_have_count(0)
+    with guest.expect_download() as download:
+        guest.locator("#lightbox-download").click()
+    assert download.value.suggested_filename == "a-quiet-harbour-at-dawn-2-1.png"
+    assert guest.console.problems == []
+    guest.context.close()
+
+    # Shared again with prompts hidden: no prompt on the page, none in the file's name.
+    page.goto(board_url)
+    url = share_board(page, hide_prompts=True)
+    guest = open_signed_out(browser, url)
+    expect(guest.locator(".tile img")).to_have_count(3)
+    assert "quiet harbour" not in guest.content()
+    guest.locator(".tile-link").first.click()
+    with guest.expect_download() as download:
+        guest.locator("#lightbox-download").click()
+    assert download.value.suggested_filename == f"darkroom-{newest.pk}-1.png"
+    assert guest.console.problems == []
+    guest.context.close()
+    assert page.console.problems == []
+
+
+def test_the_lightbox_stars_the_image_it_shows_and_adds_it_to_a_board_and_takes_it_off(
+    live_server, page, member, team
+):
+    make_finished(2, "frame", member)
+    favourites = Board.objects.create(team=team, name="Favourites", created_by=member)
+    sign_in(page, live_server.url, member.username)
+    page.goto(f"{live_server.url}/gallery/")
+    link = page.locator(".tile-link").nth(1)
+    shown = Output.objects.get(pk=link.get_attribute("data-output"))
+    link.click()
+    lightbox = page.locator("#lightbox")
+    expect(lightbox.locator("#lightbox-prompt")).to_have_text("frame 0")
+
+    star = lightbox.get_by_role("button", name="Star")
+    expect(star).to_have_attribute("aria-pressed", "false")
+    star.click()
+    expect(star).to_have_attribute("aria-pressed", "true")
+    tile_star = page.locator(".tile").nth(1).get_by_role("button", name="Star")
+    expect(tile_star).to_have_attribute("aria-pressed", "true")
+    shown.refresh_from_db()
+    assert shown.starred
+
+    # Arrow keys in the board's fields move the caret, not the lightbox.
+    lightbox.get_by_label("New board name").fill("x")
+    page.keyboard.press("ArrowLeft")
+    expect(lightbox.locator("#lightbox-prompt")).to_have_text("frame 0")
+    lightbox.get_by_label("Board", exact=True).select_option(label="Favourites")
+    expect(lightbox.get_by_label("New board name")).to_have_value("")
+    lightbox.get_by_role("button", name="Add to board").click()
+    expect(page.locator(".messages")).to_contain_text("Added 1 image to “Favourites”.")
+    assert list(favourites.outputs.values_list("pk", flat=True)) == [shown.pk]
+
+    page.goto(live_server.url + favourites.get_absolute_url())
+    page.locator(".tile-link").first.click()
+    # The board page's own board is not offered to add to.
+    expect(lightbox.locator("#lightbox-board option")).to_have_text(["New board…"])
+    lightbox.get_by_role("button", name="Remove from “Favourites”").click()
+    expect(page.locator(".messages")).to_contain_text("Removed 1 image from “Favourites”.")
+    assert not favourites.outputs.exists()
+    assert page.console.problems == []
+
+
+def test_ticks_on_the_prediction_page_survive_its_refreshes_and_go_to_a_board_in_bulk(
+    live_server, page, member, simulator
+):
+    prediction = finished_at_the_simulator(simulator, member, "two moons", num_outputs=2)
+    first, second = prediction.outputs.order_by("index")
+    first.archive()
+    sign_in(page, live_server.url, member.username)
+    page.goto(live_server.url + prediction.get_absolute_url())
+    boxes = page.locator(".output-grid .tile-select")
+    expect(boxes).to_have_count(2)
+    # The second output is still being saved, so the live part keeps refreshing.
+    expect(page.locator("#prediction-live")).to_have_attribute("hx-trigger", re.compile("every"))
+
+    boxes.first.click()
+    expect(page.locator("[data-selection-count]")).to_have_text("1 selected")
+    page.locator("#selection").get_by_label("New board name").fill("Moons")
+    boxes.first.evaluate("box => { box.dataset.old = 'yes' }")
+    expect(boxes.first).not_to_have_attribute("data-old", "yes")  # swapped for a new tile
+    expect(boxes.first).to_be_checked()
+    save_copy(second)
+    expect(page.locator(".output-grid img[src^='/outputs/']")).to_have_count(2)
+    expect(boxes.first).to_be_checked()
+    expect(page.locator("#selection").get_by_label("New board name")).to_have_value("Moons")
+
+    page.keyboard.press("Escape")  # clears the selection: no dialog is open
+    expect(boxes.first).not_to_be_checked()
+    boxes.first.click()
+    boxes.nth(1).click(modifiers=["Shift"])
+    expect(page.locator("[data-selection-count]")).to_have_text("2 selected")
+    page.locator("#selection").get_by_role("button", name="Add to board").click()
+    expect(page.locator(".messages")).to_contain_text("Added 2 images to “Moons”.")
+    board = Board.objects.get(name="Moons")
+    assert set(board.outputs.values_list("pk", flat=True)) == {first.pk, second.pk}
+    assert page.console.problems == []
+
+
 def test_the_gallery_scrolls_on_forever_and_the_history_pages_by_link(live_server, page, member):
     make_finished(60, "tile", member)
     sign_in(page, live_server.url, member.username)
@@ -245,6 +415,10 @@ PAGES = {
     "history": "/",
     "gallery": "/gallery/",
     "prediction": None,  # filled in with a finished prediction's page
+    "boards": "/boards/",
+    "board": None,  # a board of that prediction's outputs
+    "share-links": "/shares/",
+    "shared": None,  # the board's share page
     "team": "/team/",
     "provider-keys": "/team/credentials/",
 }
@@ -289,6 +463,11 @@ def test_every_page_is_photographed_at_desktop_and_phone_width_in_light_and_dark
     make_prediction("a castle in the clouds", status="processing", submitted_by=owner)
     make_prediction("out of memory", status="failed", error="CUDA out of memory.")
     PAGES["prediction"] = done.get_absolute_url()
+    foxes = Board.objects.create(team=team, name="Foxes in the snow", created_by=owner)
+    foxes.add(list(done.outputs.all()))
+    PAGES["board"] = foxes.get_absolute_url()
+    _, token = ShareLink.create(team=team, created_by=owner, title=foxes.name, board=foxes)
+    PAGES["shared"] = reverse("outputs:shared", args=[token])
     ARTIFACTS.mkdir(exist_ok=True)
     taken, too_wide = [], []
     for width, device in ((1280, "desktop"), (390, "phone")):
@@ -316,6 +495,17 @@ def test_every_page_is_photographed_at_desktop_and_phone_width_in_light_and_dark
                 shot = ARTIFACTS / f"{name}-{device}-{scheme}.png"
                 page.screenshot(path=shot, full_page=True)
                 taken.append(shot)
+            # The lightbox of the prediction page, with a member's star and board forms.
+            page.goto(live_server.url + PAGES["prediction"])
+            page.locator(".output-grid .tile-link").first.click()
+            expect(page.locator("#lightbox-image")).to_have_js_property("complete", True)
+            expect(page.locator("#lightbox-star")).to_be_visible()
+            lightbox = page.locator("#lightbox")
+            if lightbox.evaluate("box => box.scrollWidth > box.clientWidth"):
+                too_wide.append(f"lightbox-{device}")
+            shot = ARTIFACTS / f"lightbox-{device}-{scheme}.png"
+            page.screenshot(path=shot)
+            taken.append(shot)
             assert console.problems == [], (device, scheme, console.problems)
             context.close()
     assert all(shot.stat().st_size > 10_000 for shot in taken)

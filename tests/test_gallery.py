@@ -541,3 +541,17 @@ def test_another_teams_output_and_one_not_yet_saved_answer_404(client):
     assert client.get(theirs.url("thumb")).status_code == 404
     assert client.get(saving.url("file")).status_code == 404
     assert olga.get(theirs.url("download")).status_code == 200
+
+
+def test_an_output_past_the_providers_hour_is_not_hot_linked(client):
+    prediction = make_prediction(
+        "old",
+        status="succeeded",
+        output=["https://replicate.delivery/old/out-0.webp"],
+        completed_at=timezone.now() - timedelta(hours=2),
+    )
+    Output.record(prediction)
+
+    html = client.get("/gallery/").content.decode() + client.get("/").content.decode()
+
+    assert "replicate.delivery" not in html

@@ -4,9 +4,6 @@ An output is shown from Darkroom's copy once it exists, and never from the provi
 until then from the provider's URL, while the provider still has the file.
 """
 
-import mimetypes
-from urllib.parse import urlsplit
-
 from django import template
 from django.urls import reverse
 from django.utils import timezone
@@ -48,22 +45,15 @@ def full_url(context, output: Output) -> str:
 
 
 def provider_url(context, output: Output) -> str:
-    # Share pages show archived copies only; a removed file would be a broken image.
-    gone = output.prediction.data_removed or output.state == ArchiveState.EXPIRED
-    if context.get("share_token") or gone:
+    # Share pages show archived copies only; a file the provider removed would be broken.
+    if context.get("share_token") or not output.at_provider:
         return ""
     return output.source_url
 
 
 @register.filter
 def output_kind(output: Output) -> str:
-    """image, video, audio or text: the stored type once archived, else a guess from the
-    provider URL's extension (an image unless it says otherwise)."""
-    if output.is_archived:
-        return output.kind
-    content_type, _ = mimetypes.guess_type(urlsplit(output.source_url).path)
-    major = (content_type or "image/").split("/")[0]
-    return major if major in ("image", "video", "audio") else "text"
+    return output.kind
 
 
 @register.filter
@@ -87,4 +77,4 @@ def archive_state(output: Output) -> str:
 def archiving(outputs) -> bool:
     """Whether any of `outputs` will be tried again: a page showing them keeps refreshing until
     each one is saved or given up."""
-    return any(output.next_attempt_at is not None for output in outputs)
+    return any(output.retrying for output in outputs)

@@ -3,7 +3,9 @@
 // click (or Enter) on a tile in a [data-gallery] container opens it in the <dialog>: Left and
 // Right move through the page's tiles, Esc closes it and puts focus back on the tile. Everything
 // shown comes from the tile's data attributes and is set as text, never parsed as HTML; a text
-// output is fetched from Darkroom's own copy and shown as text too.
+// output is fetched from Darkroom's own copy and shown as text too. On the team's pages the
+// lightbox's forms act on the output shown, and its star presses the tile's own, so the two
+// never disagree.
 (function () {
   "use strict";
   var dialog = document.getElementById("lightbox");
@@ -115,12 +117,29 @@
     // Same-origin, so `download` is honoured; the copy answers as an attachment anyway.
     setLink("download", data.download);
     setLink("open", data.open);
+    dialog.querySelectorAll("[data-lightbox-output]").forEach(function (input) {
+      input.value = data.output;
+    });
+    showStar();
     var all = links();
     var index = all.indexOf(link);
     dialog.querySelector('[data-step="-1"]').disabled = index <= 0;
     dialog.querySelector('[data-step="1"]').disabled = index === all.length - 1;
     // Keeps the page behind in step, so infinite scroll loads more as the last tiles show.
     link.scrollIntoView({ block: "nearest" });
+  }
+
+  // The tile's star is the truth: the lightbox's shows it, and shows nothing where it has none.
+  function showStar() {
+    var button = part("star");
+    var link = current();
+    var star = link && link.closest(".tile").querySelector(".star-form [aria-pressed]");
+    if (!button) return;
+    button.hidden = !star;
+    if (!star) return;
+    var pressed = star.getAttribute("aria-pressed") === "true";
+    button.setAttribute("aria-pressed", String(pressed));
+    button.firstElementChild.textContent = pressed ? "★" : "☆";
   }
 
   function current() {
@@ -149,11 +168,19 @@
   dialog.addEventListener("click", function (event) {
     var button = event.target.closest("[data-step]");
     if (button) step(Number(button.dataset.step));
+    var link = event.target.closest("#lightbox-star") && current();
+    // htmx posts the tile's form and swaps in its new star; showStar then follows it.
+    var form = link && link.closest(".tile").querySelector(".star-form");
+    if (form) form.requestSubmit();
+  });
+
+  document.addEventListener("htmx:afterSwap", function () {
+    if (dialog.open) showStar();
   });
 
   dialog.addEventListener("keydown", function (event) {
-    // A player uses the arrow keys to seek and to change the volume.
-    if (event.target.closest("video, audio")) return;
+    // A player uses the arrow keys to seek and to change the volume; a field, to move in it.
+    if (event.target.closest("video, audio, input, select, textarea")) return;
     if (event.key === "ArrowLeft") step(-1);
     else if (event.key === "ArrowRight") step(1);
     else return;

@@ -2,7 +2,9 @@
 // #selection form, so selecting works without JavaScript; this adds: the count, and buttons
 // disabled while nothing is selected; shift-click to select a range; Space on a focused tile to
 // toggle it, Escape to clear (when no dialog is open); the selection kept when htmx swaps tiles;
-// a confirmation for buttons with data-confirm; copy buttons (data-copy="<input id>").
+// a confirmation for buttons with data-confirm; copy buttons (data-copy="<input id>"); in any
+// form (the toolbar, the lightbox's), a board chosen from the list clears a new board's name and
+// the other way round.
 (function () {
   "use strict";
 
@@ -10,6 +12,8 @@
     var button = event.target.closest("[data-copy]");
     if (!button) return;
     var input = document.getElementById(button.dataset.copy);
+    // The prediction page's snippets are <pre>s: static/js/logs.js copies those.
+    if (!input || !input.matches("input")) return;
     input.select();
     navigator.clipboard.writeText(input.value).then(function () {
       button.textContent = "Copied";
@@ -26,13 +30,19 @@
     }
   });
 
+  // A board chosen from the list and a new board's name exclude each other.
+  document.addEventListener("input", function (event) {
+    var field = event.target;
+    if (!field.form || !field.value || ["board", "new_board"].indexOf(field.name) < 0) return;
+    var other = field.form.elements[field.name === "board" ? "new_board" : "board"];
+    if (other) other.value = "";
+  });
+
   var form = document.getElementById("selection");
   if (!form) return;
   var count = form.querySelector("[data-selection-count]");
   var hint = count.textContent;
   var clear = form.querySelector("[data-selection-clear]");
-  var boardSelect = form.querySelector('[name="board"]');
-  var newBoard = form.querySelector('[name="new_board"]');
   // Output ids, so a tile swapped in by htmx comes back ticked if it was.
   var selected = new Set();
   var lastClicked = null;
@@ -91,16 +101,6 @@
     lastClicked = box;
     update();
   });
-
-  // A board chosen from the list and a new board's name exclude each other.
-  if (boardSelect && newBoard) {
-    newBoard.addEventListener("input", function () {
-      if (newBoard.value) boardSelect.value = "";
-    });
-    boardSelect.addEventListener("change", function () {
-      if (boardSelect.value) newBoard.value = "";
-    });
-  }
 
   clear.addEventListener("click", function () {
     boxes().forEach(function (box) { set(box, false); });

@@ -1,0 +1,22 @@
+"""Logs never hold a share link's token: the token is the link's only credential, and only its
+hash is stored, so it must not sit in plain text in a log either."""
+
+import logging
+import re
+
+SHARE_TOKEN = re.compile(r"(/s/)[^/\s?#\"']+")
+
+
+def hide_share_tokens(text: str) -> str:
+    return SHARE_TOKEN.sub(r"\1<token>", text)
+
+
+class HideShareTokens(logging.Filter):
+    """On a handler: every record it writes, from any logger, with share tokens masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = hide_share_tokens(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
