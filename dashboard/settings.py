@@ -341,6 +341,11 @@ if not REDIS_URL:
         "polling_interval": 0.2,
     }
 CELERY_TASK_IGNORE_RESULT = True
+# Downloads take seconds to minutes, and polls must never wait behind them: archive attempts go
+# to a queue of their own, served by a worker of its own (`make run` and compose start one).
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+ARCHIVE_QUEUE = "archive"
+CELERY_TASK_ROUTES = {"outputs.tasks.archive": {"queue": ARCHIVE_QUEUE}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

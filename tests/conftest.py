@@ -66,30 +66,32 @@ def simulator(settings) -> Iterator[Simulator]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def celery_queue() -> Iterator[str]:
-    """This session's queue (see tests/settings.py), deleted with whatever is left in it."""
-    queue = celery_app.conf.task_default_queue
-    yield queue
+def celery_queues() -> Iterator[list[str]]:
+    """This session's queues, for predictions and for archiving (see tests/settings.py),
+    deleted with whatever is left in them."""
+    queues = [celery_app.conf.task_default_queue, django_settings.ARCHIVE_QUEUE]
+    yield queues
     with celery_app.connection_for_write() as conn:
-        conn.default_channel.queue_delete(queue)
+        for queue in queues:
+            conn.default_channel.queue_delete(queue)
 
 
 @pytest.fixture
-def worker(transactional_db, celery_queue, simulator) -> Iterator[None]:
-    """A real Celery worker in this process, consuming the test queue with four threads."""
+def worker(transactional_db, celery_queues, simulator) -> Iterator[None]:
+    """A real Celery worker in this process, consuming the test queues with four threads."""
     with start_worker(
         celery_app,
         pool="threads",
         concurrency=4,
         perform_ping_check=False,
-        queues=[celery_queue],
+        queues=celery_queues,
         loglevel="WARNING",
     ):
         yield
 
 
 @pytest.fixture
-def scheduler(celery_queue) -> Iterator[None]:
+def scheduler(celery_queues) -> Iterator[None]:
     """Sends `dispatch_due` and `archive_due` every 0.2 s through the broker, as celery beat
     does in production."""
     stop = threading.Event()
@@ -169,12 +171,12 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def worker_process(transactional_db, celery_queue, simulator) -> Iterator[Callable]:
+def worker_process(transactional_db, celery_queues, simulator) -> Iterator[Callable]:
     """Starts worker processes on demand; stops whatever is left at the end of the test."""
     started: list[WorkerProcess] = []
 
     def start() -> WorkerProcess:
-        started.append(WorkerProcess(celery_queue, simulator).start())
+        started.append(WorkerProcess(",".join(celery_queues), simulator).start())
         return started[-1]
 
     yield start

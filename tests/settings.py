@@ -26,6 +26,8 @@ STORAGES = {
 }
 ARCHIVE_RETRY_DELAY = 0.2
 ARCHIVE_SWEEP_INTERVAL = 0.5
+ARCHIVE_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}-archive"
+CELERY_TASK_ROUTES = {"outputs.tasks.archive": {"queue": ARCHIVE_QUEUE}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 if not REDIS_URL:

@@ -77,7 +77,9 @@ class Command(BaseCommand):
         if with_simulator and settings.DEFAULT_PROVIDER == "simulator":
             simulator_url = urlsplit(settings.PROVIDERS["simulator"]["base_url"])
             commands["simulator"] = [*manage, "simulator", "--port", str(simulator_url.port or 80)]
-        commands["worker"] = [*celery, "worker", "-l", "info"]
+        queues = {"worker": settings.CELERY_TASK_DEFAULT_QUEUE, "archiver": settings.ARCHIVE_QUEUE}
+        for name, queue in queues.items():
+            commands[name] = [*celery, "worker", "-l", "info", "-Q", queue, "-n", f"{name}@%h"]
         commands["beat"] = [*celery, "beat", "-l", "info"]
         commands["web"] = [*manage, "runserver", f"127.0.0.1:{port}"]
         return commands
