@@ -361,3 +361,13 @@ def test_another_teams_link_cannot_be_revoked(client, team):
     assert outsider.post(f"/shares/{link.pk}/revoke").status_code == 404
     link.refresh_from_db()
     assert link.status == "active"
+
+
+def test_a_share_page_never_names_the_members_who_made_the_images(client, team, member):
+    outputs = finished("a harbour at dawn", submitted_by=member)
+    _, url = share_board(client, board_with(team, "Harbours", outputs))
+
+    html = Client().get(path_of(url)).content.decode()
+
+    assert "a harbour at dawn" in html
+    assert member.username not in html

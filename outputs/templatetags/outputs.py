@@ -28,7 +28,7 @@ def preview_url(context, output: Output, variant: str = "thumb") -> str:
     """What an <img> shows: the archived copy's thumbnail `variant` (`file` for the copy itself);
     until it is archived, the provider's URL while the provider still has the file; else
     nothing. Nothing for what is not an image, either."""
-    if output_kind(output) != "image":
+    if output.kind != "image":
         return ""
     if output.is_archived:
         return media_url(context, output, variant)
@@ -49,11 +49,6 @@ def provider_url(context, output: Output) -> str:
     if context.get("share_token") or not output.at_provider:
         return ""
     return output.source_url
-
-
-@register.filter
-def output_kind(output: Output) -> str:
-    return output.kind
 
 
 @register.filter
