@@ -25,6 +25,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
+from dashboard import leases
 from predictions.models import Prediction
 
 from . import images
@@ -213,35 +214,14 @@ class Output(models.Model):
 
     @classmethod
     def claim_due(cls, limit: int) -> list[tuple[int, int]]:
-        """Lease due outputs to one worker; (pk, claim) pairs for `take()`. As
-        Prediction.claim_due: rows locked by another dispatcher are skipped."""
-        now = timezone.now()
-        lease_until = now + timedelta(seconds=settings.ARCHIVE_LEASE)
-        with transaction.atomic():
-            due = (
-                cls.objects.filter(next_attempt_at__lte=now)
-                .order_by("next_attempt_at")
-                .select_for_update(skip_locked=True)
-                .values_list("pk", "claims")[:limit]
-            )
-            claimed = []
-            for pk, claim in list(due):
-                if cls.objects.filter(pk=pk, claims=claim).update(
-                    next_attempt_at=lease_until, claims=claim + 1
-                ):
-                    claimed.append((pk, claim + 1))
-        return claimed
+        """Lease due outputs to one worker; (pk, claim) pairs for `take()`."""
+        return leases.claim_due(cls.objects.all(), "next_attempt_at", settings.ARCHIVE_LEASE, limit)
 
     @classmethod
     def take(cls, pk: int, claim: int) -> "Output | None":
-        """The output, if `claim` is still its latest; renews the lease for this worker, as
-        Prediction.take does: the message may have waited in the queue."""
-        lease_until = timezone.now() + timedelta(seconds=settings.ARCHIVE_LEASE)
-        if not cls.objects.filter(pk=pk, claims=claim).update(next_attempt_at=lease_until):
-            return None
-        output = cls.objects.select_related("prediction").get(pk=pk)
-        output.claim = claim
-        return output
+        """The output, if `claim` is still its latest; renews the lease for this worker."""
+        rows = cls.objects.select_related("prediction")
+        return leases.take(rows, pk, claim, "next_attempt_at", settings.ARCHIVE_LEASE)
 
     def archive(self) -> None:
         """Download, check and store this output, or record why not and when to try again."""

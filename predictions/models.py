@@ -20,6 +20,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from dashboard import leases
+
 from .client import (
     Provider,
     ProviderClient,
@@ -281,37 +283,13 @@ print(prediction["status"], prediction["output"] or prediction["error"])
 
     @classmethod
     def claim_due(cls, limit: int) -> list[tuple[int, int]]:
-        """Lease due predictions to one worker; returns (pk, claim) pairs for `take()`.
-
-        PostgreSQL skips rows another dispatcher has locked; on SQLite the transaction takes
-        the write lock up front (IMMEDIATE mode), and the claim counter check covers both.
-        """
-        now = timezone.now()
-        lease_until = now + timedelta(seconds=settings.POLL_LEASE)
-        with transaction.atomic():
-            due = (
-                cls.objects.filter(next_poll_at__lte=now)
-                .order_by("next_poll_at")
-                .select_for_update(skip_locked=True)
-                .values_list("pk", "claims")[:limit]
-            )
-            claimed = []
-            for pk, claim in list(due):
-                if cls.objects.filter(pk=pk, claims=claim).update(
-                    next_poll_at=lease_until, claims=claim + 1
-                ):
-                    claimed.append((pk, claim + 1))
-        return claimed
+        """Lease due predictions to one worker; (pk, claim) pairs for `take()`."""
+        return leases.claim_due(cls.objects.all(), "next_poll_at", settings.POLL_LEASE, limit)
 
     @classmethod
     def take(cls, pk: int, claim: int) -> "Prediction | None":
         """The prediction, if `claim` is still its latest; renews the lease for this worker."""
-        lease_until = timezone.now() + timedelta(seconds=settings.POLL_LEASE)
-        if not cls.objects.filter(pk=pk, claims=claim).update(next_poll_at=lease_until):
-            return None
-        prediction = cls.objects.get(pk=pk)
-        prediction.claim = claim
-        return prediction
+        return leases.take(cls.objects.all(), pk, claim, "next_poll_at", settings.POLL_LEASE)
 
     def advance(self, client: ProviderClient) -> None:
         """Do the one step this claimed prediction is due for: send, cancel or poll."""

@@ -70,10 +70,11 @@ def test_an_output_is_archived_with_its_metadata_and_thumbnails(simulator):
 def test_archived_outputs_are_served_after_the_provider_forgot_them_and_went_away(
     client, simulator
 ):
-    simulator.engine.retention = 0.5
     prediction = make_prediction("an owl in the rain")
     wait_until_finished(prediction)
     [output] = wait_until_archived(prediction)
+    assert output.state == ArchiveState.ARCHIVED, output.reason
+    simulator.engine.retention = 0.5
     wait_for(lambda: httpx.get(output.source_url).status_code == 404, 10, "the provider to forget")
     simulator.stop()
 
