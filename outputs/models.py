@@ -485,6 +485,9 @@ class ShareLink(models.Model):
     outputs = models.ManyToManyField(Output, blank=True, related_name="shares")
     # The SHA-256 of the token: a leaked database opens no share.
     token_hash = models.CharField(max_length=64, unique=True)
+    # The token's first characters, so people can tell their links apart (the other 230-odd
+    # bits stay secret).
+    token_hint = models.CharField(max_length=4, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     hide_prompts = models.BooleanField(default=False)
@@ -501,7 +504,8 @@ class ShareLink(models.Model):
     def create(cls, **fields: Any) -> tuple["ShareLink", str]:
         """A new link and its token, which is shown once and never stored."""
         token = new_share_token()
-        return cls.objects.create(token_hash=hash_token(token), **fields), token
+        link = cls.objects.create(token_hash=hash_token(token), token_hint=token[:4], **fields)
+        return link, token
 
     @classmethod
     def active(cls) -> models.QuerySet:

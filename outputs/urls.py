@@ -17,6 +17,7 @@ urlpatterns = [
     path("outputs/<int:pk>/delete", views.delete, name="delete"),
     path("outputs/<int:pk>/<slug:variant>", views.media, name="media"),
     path("shares/", views.shares, name="shares"),
+    path("shares/<int:pk>/created", views.share_created_page, name="share_created"),
     path("shares/<int:pk>/revoke", views.revoke_share, name="revoke_share"),
     # Public: the token is the only credential.
     path("s/<slug:token>/", views.shared, name="shared"),

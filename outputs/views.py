@@ -18,11 +18,14 @@ from predictions.views import filter_form, render_chunk
 
 from .filters import GalleryFilterForm
 from .forms import BoardForm, ReturnForm, SelectionForm, ShareForm, StarForm, errors_as_text
-from .models import THUMB_SIZES, ArchiveState, Board, Output, ShareLink
+from .models import THUMB_SIZES, ArchiveState, Board, Output, ShareLink, hash_token
 from .zips import zip_response
 
 VARIANTS = {"file", "download", *THUMB_SIZES}
 YEAR = 365 * 24 * 3600
+# The new share link's token, on its way from the form to the page that shows it once.
+SHARE_TOKEN_COOKIE = "darkroom_new_share"
+SHARE_TOKEN_COOKIE_AGE = 300
 # Boards, share pages and zips list outputs as the gallery does: newest prediction first.
 TILE_ORDER = ["-prediction__submitted_at", "-prediction_id", "index"]
 
@@ -279,9 +282,34 @@ def delete(request, pk: int):
 
 
 def share_created(request, link: ShareLink, token: str):
-    """The new link, shown once: only its hash is stored."""
-    url = request.build_absolute_uri(reverse("outputs:shared", args=[token]))
+    """Redirect to the new link's page, handing it the token in a short-lived signed cookie: a
+    reload then sends no form again (no second link), and the token is never stored here."""
+    response = redirect("outputs:share_created", link.pk)
+    response.set_signed_cookie(
+        SHARE_TOKEN_COOKIE,
+        token,
+        salt=f"share-{link.pk}",
+        max_age=SHARE_TOKEN_COOKIE_AGE,
+        path=reverse("outputs:share_created", args=[link.pk]),
+        secure=request.is_secure(),
+        httponly=True,
+        samesite="Strict",
+    )
+    return response
+
+
+@team_required()
+def share_created_page(request, pk: int):
+    """The new link, shown once: the cookie is spent by this page, and only a hash is kept."""
+    link = get_object_or_404(shares_for(request), pk=pk)
+    token = request.get_signed_cookie(
+        SHARE_TOKEN_COOKIE, default=None, salt=f"share-{pk}", max_age=SHARE_TOKEN_COOKIE_AGE
+    )
+    url = None
+    if token and hash_token(token) == link.token_hash:
+        url = request.build_absolute_uri(reverse("outputs:shared", args=[token]))
     response = render(request, "outputs/share_created.html", {"link": link, "url": url})
+    response.delete_cookie(SHARE_TOKEN_COOKIE, path=request.path, samesite="Strict")
     # The page holds the token: keep it out of caches and other sites' Referer headers.
     response["Cache-Control"] = "no-store"
     response["Referrer-Policy"] = "no-referrer"

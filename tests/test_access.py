@@ -209,9 +209,13 @@ MATRIX: dict[str, Row] = {
     ),
     "outputs:board_download": Row(signed_in(200, outsider=404), args=lambda w: [w.board()]),
     "outputs:share_board": Row(
-        signed_in(200, viewer=403, outsider=404), method="post", args=lambda w: [w.board()]
+        signed_in(302, viewer=403, outsider=404), method="post", args=lambda w: [w.board()]
     ),
     "outputs:shares": Row(signed_in(200)),
+    # A member's link, shown to its creator and the owners; to anyone else it is unknown.
+    "outputs:share_created": Row(
+        signed_in(200, viewer=404, outsider=404), args=lambda w: [w.share()[0].pk]
+    ),
     # A member's link: its creator and the owners may revoke it; to anyone else it is unknown.
     "outputs:revoke_share": Row(
         signed_in(302, viewer=404, outsider=404),

@@ -454,3 +454,11 @@ def test_the_simulator_snippet_needs_no_key(settings, simulator):
     )
 
     assert json.loads(result.stdout)["status"] == "starting"
+
+
+def test_a_finished_prediction_page_offers_delete_and_a_running_one_does_not(client):
+    finished_page = page(client, make_prediction("done", status="succeeded"))
+    running_page = page(client, make_prediction("busy", status="processing"))
+
+    assert "/delete" in finished_page
+    assert "/delete" not in running_page

@@ -36,8 +36,8 @@ def board_with(team, name: str, outputs: list[Output]) -> Board:
 
 def share_board(client, board: Board, **options) -> tuple[ShareLink, str]:
     """Shares `board` through the page's form; the link and the URL shown once."""
-    response = client.post(f"/boards/{board.pk}/share", options)
-    assert response.status_code == 200, response.content.decode()[:300]
+    response = client.post(f"/boards/{board.pk}/share", options, follow=True)
+    assert response.redirect_chain[-1][0].endswith("/created"), response.content.decode()[:300]
     url = re.search(
         r'id="share-url" type="text" readonly value="([^"]+)"', response.content.decode()
     )
@@ -80,7 +80,7 @@ def test_a_board_share_opens_signed_out_read_only_and_counts_views(client, team)
 def test_the_link_is_shown_once_and_only_a_hash_of_its_token_is_stored(client, team):
     board = board_with(team, "Lighthouses", finished())
 
-    response = client.post(f"/boards/{board.pk}/share", {})
+    response = client.post(f"/boards/{board.pk}/share", {}, follow=True)
     html = response.content.decode()
 
     token = re.search(r"http://testserver/s/([\w-]+)/", html)[1]
@@ -88,6 +88,7 @@ def test_the_link_is_shown_once_and_only_a_hash_of_its_token_is_stored(client, t
     assert len(token) >= 43  # 256 bits in base64
     assert link.token_hash == hashlib.sha256(token.encode()).hexdigest()
     assert token not in str(ShareLink.objects.values().get())
+    assert token not in str(response.cookies)  # the cookie that carried it is spent
     assert "Darkroom stores only a hash of it" in html
     assert response["Cache-Control"] == "no-store"
     assert response["Referrer-Policy"] == "no-referrer"
@@ -224,6 +225,7 @@ def test_a_selection_share_shows_only_the_selected_images(client, team):
     response = client.post(
         "/outputs/selection",
         {"action": "share", "outputs": [o.pk for o in chosen], "expires_in": "7"},
+        follow=True,
     )
 
     assert response.status_code == 200
@@ -371,3 +373,28 @@ def test_a_share_page_never_names_the_members_who_made_the_images(client, team, 
 
     assert "a harbour at dawn" in html
     assert member.username not in html
+
+
+def test_the_page_that_showed_a_new_link_shows_it_only_once_and_a_reload_makes_no_second_link(
+    client, team
+):
+    board = board_with(team, "Once", finished())
+    link, url = share_board(client, board)
+
+    again = client.get(f"/shares/{link.pk}/created").content.decode()
+
+    assert url not in again
+    assert f"/s/{url.split('/s/')[1][:4]}…" in again
+    assert "was shown once" in again
+    assert ShareLink.objects.count() == 1
+
+
+def test_the_shares_page_tells_links_apart_by_how_their_tokens_start(client, team):
+    board = board_with(team, "Twice", finished())
+    urls = [share_board(client, board)[1] for _ in range(2)]
+
+    html = client.get("/shares/").content.decode()
+
+    for url in urls:
+        assert f"/s/{url.split('/s/')[1][:4]}…" in html
+        assert url.split("/s/")[1].strip("/") not in html
