@@ -12,14 +12,20 @@ def fit(width: int, height: int, box: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def thumbnail(content: bytes, box: int) -> bytes:
-    """A WebP of the image (its first frame) fitting a `box`-pixel square."""
+def thumbnails(content: bytes, boxes: list[int]) -> list[bytes]:
+    """WebPs of the image (its first frame) fitting each of `boxes`, largest first.
+
+    The image is decoded once, and each thumbnail is made from the one before it: the archive
+    spends most of its CPU here (see `manage.py bench_archive`).
+    """
     with Image.open(io.BytesIO(content)) as image:
-        size = fit(image.width, image.height, box)
-        if image.mode not in ("RGB", "RGBA"):
-            has_alpha = "A" in image.mode or "transparency" in image.info
-            image = image.convert("RGBA" if has_alpha else "RGB")
-        small = image.resize(size, Image.Resampling.LANCZOS)
+        width, height = image.size
+        has_alpha = "A" in image.mode or "transparency" in image.info
+        source = image.convert("RGBA" if has_alpha else "RGB")
+    made = []
+    for box in sorted(boxes, reverse=True):
+        source = source.resize(fit(width, height, box), Image.Resampling.LANCZOS, reducing_gap=2.0)
         buffer = io.BytesIO()
-        small.save(buffer, "WEBP", quality=80, method=4)
-        return buffer.getvalue()
+        source.save(buffer, "WEBP", quality=80, method=2)
+        made.append(buffer.getvalue())
+    return made

@@ -153,8 +153,11 @@ class Output(models.Model):
     def files(self, content: bytes) -> dict[str, bytes]:
         """The files to store for a copy whose content is `content`: it, and its thumbnails."""
         names = self.stored_names()
-        thumbnails = [images.thumbnail(content, THUMB_SIZES[name]) for name in THUMB_SIZES]
-        return dict(zip(names, [content, *thumbnails][: len(names)], strict=True))
+        if len(names) == 1:
+            return {names[0]: content}
+        # THUMB_SIZES is largest first, as thumbnails() makes them.
+        files = [content, *images.thumbnails(content, [*THUMB_SIZES.values()])]
+        return dict(zip(names, files, strict=True))
 
     def has_thumbnails(self) -> bool:
         return self.is_archived and self.kind == "image"
