@@ -203,11 +203,9 @@ def test_a_starred_output_stays_in_the_starred_gallery(live_server, page, member
 
 def share_board(page, hide_prompts: bool = False) -> str:
     """From a board's page: a new share link for it, read off the page that shows it once."""
-    manage = page.locator(".board-manage")
-    if not manage.evaluate("details => details.open"):
-        manage.locator("summary").click()
-    manage.get_by_label("Hide prompts and parameters").set_checked(hide_prompts)
-    manage.get_by_role("button", name="Create share link").click()
+    share = page.get_by_role("form", name="Share the board")
+    share.get_by_label("Hide prompts").set_checked(hide_prompts)
+    share.get_by_role("button", name="Share board").click()
     expect(page.get_by_role("heading", name="Share link created")).to_be_visible()
     return page.locator("#share-url").input_value()
 
@@ -307,10 +305,12 @@ def test_the_lightbox_stars_the_image_it_shows_and_adds_it_to_a_board_and_takes_
     lightbox = page.locator("#lightbox")
     expect(lightbox.locator("#lightbox-prompt")).to_have_text("frame 0")
 
-    star = lightbox.get_by_role("button", name="Star")
+    star = lightbox.locator("#lightbox-star")
     expect(star).to_have_attribute("aria-pressed", "false")
+    expect(star).to_have_text("☆ Star")
     star.click()
     expect(star).to_have_attribute("aria-pressed", "true")
+    expect(star).to_have_text("★ Starred")
     tile_star = page.locator(".tile").nth(1).get_by_role("button", name="Star")
     expect(tile_star).to_have_attribute("aria-pressed", "true")
     shown.refresh_from_db()
@@ -334,6 +334,85 @@ def test_the_lightbox_stars_the_image_it_shows_and_adds_it_to_a_board_and_takes_
     expect(page.locator(".messages")).to_contain_text("Removed 1 image from “Favourites”.")
     assert not favourites.outputs.exists()
     assert page.console.problems == []
+
+
+def test_a_toolbar_error_keeps_the_ticks_and_add_without_a_board_says_so_in_place(
+    live_server, page, member, team
+):
+    make_finished(3, "frame", member)
+    Board.objects.create(team=team, name="Favourites", created_by=member)
+    Board.objects.create(team=team, name="Supercalifragilistic" * 5, created_by=member)
+    sign_in(page, live_server.url, member.username)
+    page.goto(f"{live_server.url}/gallery/")
+    toolbar = page.locator("#selection")
+    # A 100-character board name is cut short rather than widen the toolbar.
+    assert toolbar.get_by_role("combobox", name="Board").bounding_box()["width"] <= 16 * 16
+    boxes = page.locator(".tile-select")
+    boxes.nth(0).click()
+    boxes.nth(2).click()
+
+    toolbar.get_by_role("button", name="Add to board").click()
+    error = toolbar.get_by_role("alert")
+    expect(error).to_have_text("Choose a board, or name a new one, to add to.")
+    name = toolbar.get_by_label("New board name")
+    expect(name).to_be_focused()
+    expect(name).to_have_attribute("aria-invalid", "true")
+    expect(page.locator(".messages")).to_have_count(0)  # nothing was posted
+    name.fill("favourites")
+    expect(error).to_be_hidden()
+
+    toolbar.get_by_role("button", name="Add to board").click()
+    expect(page.locator(".message-error")).to_contain_text("already has a board called")
+    expect(page.locator("[data-selection-count]")).to_have_text("2 selected")
+    expect(boxes.nth(0)).to_be_checked()
+    expect(boxes.nth(1)).not_to_be_checked()
+    expect(boxes.nth(2)).to_be_checked()
+
+    # Only the page that came back with the error: the next visit starts afresh.
+    page.goto(f"{live_server.url}/gallery/")
+    expect(page.locator("[data-selection-count]")).to_have_text(
+        "Tick images to act on several at once."
+    )
+    expect(page.locator(".tile-select:checked")).to_have_count(0)
+    assert page.console.problems == []
+
+
+def test_on_a_phone_filters_and_actions_fold_away_and_a_caption_is_one_line(
+    live_server, browser, member
+):
+    make_finished(3, "a lighthouse on a basalt cliff at dusk, long exposure, crashing", member)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    page.console = Console(page)
+    sign_in(page, live_server.url, member.username)
+    page.goto(f"{live_server.url}/gallery/")
+
+    expect(page.get_by_label("Prompt contains")).to_be_hidden()
+    add = page.get_by_role("button", name="Add to board")
+    expect(add).to_be_hidden()
+    tile = page.locator(".tile").first
+    assert tile.bounding_box()["y"] < 600  # images on the first screen, under the header
+    caption = tile.locator(".caption")
+    expect(caption).to_be_visible()  # no hover on a touch screen
+    assert caption.bounding_box()["height"] < tile.bounding_box()["height"] / 4
+
+    page.locator(".tile-select").first.click()
+    expect(page.locator("[data-selection-count]")).to_have_text("1 selected")
+    top = page.locator(".tile").nth(2).bounding_box()["y"]
+    page.locator("#selection summary").click()
+    expect(add).to_be_visible()
+    assert page.locator(".tile").nth(2).bounding_box()["y"] == top  # opened over the tiles
+    page.get_by_role("heading", name="Gallery").click()  # a tap elsewhere folds it again
+    expect(add).to_be_hidden()
+
+    page.goto(f"{live_server.url}/gallery/?starred=on")
+    expect(page.get_by_label("Starred only")).to_be_checked()
+    expect(page.get_by_label("Prompt contains")).to_be_visible()  # open while filtered
+    assert page.console.problems == []
+    context.close()
 
 
 def test_ticks_on_the_prediction_page_survive_its_refreshes_and_go_to_a_board_in_bulk(
@@ -472,8 +551,12 @@ def test_every_page_is_photographed_at_desktop_and_phone_width_in_light_and_dark
     taken, too_wide = [], []
     for width, device in ((1280, "desktop"), (390, "phone")):
         for scheme in ("light", "dark"):
+            # A phone is a touch screen: no hover, so captions and controls stay shown.
             context = browser.new_context(
-                viewport={"width": width, "height": 900}, color_scheme=scheme
+                viewport={"width": width, "height": 900},
+                color_scheme=scheme,
+                is_mobile=device == "phone",
+                has_touch=device == "phone",
             )
             page = context.new_page()
             console = Console(page)
@@ -489,9 +572,14 @@ def test_every_page_is_photographed_at_desktop_and_phone_width_in_light_and_dark
                 response = page.goto(live_server.url + path)
                 assert response.status == 200, name
                 page.wait_for_load_state("networkidle")
-                # Nothing is wider than the screen: a phone never scrolls sideways.
+                # Nothing is wider than the screen: a phone never scrolls sideways. Tables may
+                # scroll inside themselves, but not the history: its status is what one looks for.
                 if page.evaluate("document.documentElement.scrollWidth") > width:
                     too_wide.append(f"{name}-{device}")
+                if name == "history" and page.locator(".table-wrap").evaluate(
+                    "wrap => wrap.scrollWidth > wrap.clientWidth"
+                ):
+                    too_wide.append(f"{name}-{device}-table")
                 shot = ARTIFACTS / f"{name}-{device}-{scheme}.png"
                 page.screenshot(path=shot, full_page=True)
                 taken.append(shot)
@@ -506,10 +594,19 @@ def test_every_page_is_photographed_at_desktop_and_phone_width_in_light_and_dark
             shot = ARTIFACTS / f"lightbox-{device}-{scheme}.png"
             page.screenshot(path=shot)
             taken.append(shot)
+            # The gallery with an image ticked; on a phone, its actions opened over the tiles.
+            page.goto(live_server.url + PAGES["gallery"])
+            page.locator(".tile-select").first.click()
+            if device == "phone":
+                page.locator("#selection summary").click()
+            expect(page.get_by_role("button", name="Add to board")).to_be_visible()
+            shot = ARTIFACTS / f"gallery-selected-{device}-{scheme}.png"
+            page.screenshot(path=shot)
+            taken.append(shot)
             assert console.problems == [], (device, scheme, console.problems)
             context.close()
     assert all(shot.stat().st_size > 10_000 for shot in taken)
-    assert too_wide == []
+    assert too_wide == [], too_wide
 
 
 def test_a_hidden_tab_polls_rarely_and_refreshes_when_shown_again(live_server, page, member):
@@ -558,6 +655,12 @@ def test_without_javascript_every_page_still_works_through_plain_links(
     expect(page.locator(".output-grid img")).to_have_count(1)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Gallery").click()
     expect(page.locator(".tile")).to_have_count(1)
+    # On a phone's width the toolbar's actions fold under "Actions", a plain <details>.
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.locator(".tile-select").check()
+    page.locator("#selection summary").click()
+    page.locator("#selection").get_by_role("button", name="★ Star").click()
+    expect(page.locator(".messages")).to_contain_text("Starred 1 image.")
     page.locator(".tile-link").first.click()
     page.wait_for_url("**/predictions/*/")
     context.close()

@@ -82,7 +82,7 @@ def test_it_lists_the_teams_predictions_newest_first_with_their_details(client, 
     fox = html[html.index(f"/outputs/{output.pk}/") - 200 : html.index("an old barn")]
     assert f'src="/outputs/{output.pk}/icon?v={output.sha256[:16]}"' in fox
     assert "acme/painter" in fox
-    assert "<td>mia</td>" in fox
+    assert '<td class="member"><span class="cut">mia</span></td>' in fox
     assert "Succeeded" in fox
     assert "1.5 s" in fox and "2.5 s" in fox
     assert 'datetime="2025-03-14T12:00:00+00:00"' in fox

@@ -140,6 +140,7 @@
     var pressed = star.getAttribute("aria-pressed") === "true";
     button.setAttribute("aria-pressed", String(pressed));
     button.firstElementChild.textContent = pressed ? "★" : "☆";
+    button.lastElementChild.textContent = pressed ? "Starred" : "Star";
   }
 
   function current() {
