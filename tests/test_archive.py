@@ -157,17 +157,26 @@ def test_a_file_the_provider_no_longer_has_is_expired_not_retried(simulator):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://replicate.delivery/out-0.png", "https"),
+        ("https://127.0.0.1/out-0.png", "127.0.0.1"),
+        ("https://169.254.169.254/latest/meta-data", "169.254.169.254"),
+        ("https://evil.example/out-0.png", "evil.example"),
+    ],
+)
 def test_a_refused_download_is_the_recorded_failure_and_leaves_nothing_stored(
-    simulator, media_storage
+    simulator, media_storage, url, said
 ):
-    prediction = make_prediction(status="succeeded", output=["https://127.0.0.1/out-0.png"])
+    prediction = make_prediction(status="succeeded", output=[url])
     Output.record(prediction)
 
     archive_claimed()
 
     output = Output.objects.get(prediction=prediction)
     assert output.state == ArchiveState.FAILED
-    assert "127.0.0.1" in output.reason
+    assert said in output.reason
     assert output.next_attempt_at is None  # a refusal is not retried
     assert not media_storage.exists() or not any(media_storage.rglob("*.*"))
 
