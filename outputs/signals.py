@@ -5,12 +5,12 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
 from predictions.models import Prediction
-from predictions.signals import remote_applied
+from predictions.signals import changed
 
 from .models import Output, discard_unused, touch_predictions
 
 
-@receiver(remote_applied, sender=Prediction)
+@receiver(changed, sender=Prediction)
 def record_outputs(sender, prediction: Prediction, **kwargs) -> None:
     """New output URLs get their rows in the transaction that stored them, so none is missed;
     the wake-up after commit only saves the sweep's wait."""

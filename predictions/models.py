@@ -30,7 +30,7 @@ from .client import (
     provider_label,
     validate_model,
 )
-from .signals import remote_applied
+from .signals import changed
 
 
 class Status(models.TextChoices):
@@ -455,15 +455,7 @@ print(prediction["status"], prediction["output"] or prediction["error"])
             condition = Q(status__in=[Status.SUBMITTING, Status.SUBMIT_UNKNOWN])
         else:
             condition = Q(status__in=statuses_before(status))
-        with transaction.atomic():
-            if not self._update(condition, bound_to_claim=not answers_create, **fields):
-                return False
-            # This copy now says what the row says (but for counters the database added to).
-            for name, value in fields.items():
-                if not isinstance(value, Combinable):
-                    setattr(self, name, value)
-            remote_applied.send(type(self), prediction=self)
-        return True
+        return self._transition(condition, bound_to_claim=not answers_create, **fields)
 
     def past_deadline(self) -> bool:
         deadline = self.submitted_at + timedelta(seconds=settings.POLL_DEADLINE)
@@ -486,7 +478,7 @@ print(prediction["status"], prediction["output"] or prediction["error"])
     def request_cancel(self) -> bool:
         """Ask for a cancel, sent by the next worker step. False if there is nothing to cancel."""
         now = timezone.now()
-        if self._update(
+        if self._transition(
             Q(status=Status.SUBMITTING, sending_since=None),
             status=Status.CANCELED,
             cancel_requested_at=now,
@@ -508,7 +500,7 @@ print(prediction["status"], prediction["output"] or prediction["error"])
     # --- Writing ---------------------------------------------------------------------------
 
     def _finish(self, status: str, error: str = "", running: list[str] = RUNNING) -> bool:
-        return self._update(
+        return self._transition(
             Q(status__in=running),
             status=status,
             error=error,
@@ -516,6 +508,19 @@ print(prediction["status"], prediction["output"] or prediction["error"])
             next_poll_at=None,
             completed_at=timezone.now(),
         )
+
+    def _transition(self, condition: Q, bound_to_claim: bool = True, **fields: Any) -> bool:
+        """`_update`, then tell the apps built on predictions (`signals.changed`) in the same
+        transaction, so what they record (outputs, costs) is stored with it or not at all."""
+        with transaction.atomic():
+            if not self._update(condition, bound_to_claim=bound_to_claim, **fields):
+                return False
+            # This copy now says what the row says (but for counters the database added to).
+            for name, value in fields.items():
+                if not isinstance(value, Combinable):
+                    setattr(self, name, value)
+            changed.send(type(self), prediction=self)
+        return True
 
     def _update(self, condition: Q, bound_to_claim: bool = True, **fields: Any) -> bool:
         """Update this row only if `condition` still holds and, for a worker's copy, its claim
