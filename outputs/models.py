@@ -310,11 +310,11 @@ class Output(models.Model):
         """Update `outputs` and mark their predictions changed: a prediction's tiles, rows and
         page show its outputs, and their live refreshes compare the prediction's `updated_at`."""
         with transaction.atomic():
-            predictions = list(outputs.values_list("prediction_id", flat=True))
-            count = outputs.update(**fields)
-            if count:
-                touch_predictions(predictions)
-        return count
+            # Predictions first, then outputs: the order the poller locks them in (a provider's
+            # answer updates its prediction, then records its outputs), so the two never
+            # deadlock. A touch for an update that then matches nothing costs nothing visible.
+            touch_predictions(list(outputs.values_list("prediction_id", flat=True)))
+            return outputs.update(**fields)
 
 
 def touch_predictions(pks: list[int]) -> None:
