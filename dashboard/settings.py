@@ -109,6 +109,7 @@ INSTALLED_APPS = [
     "accounts",
     "predictions",
     "outputs",
+    "costs",
 ]
 
 MIDDLEWARE = [

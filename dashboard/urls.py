@@ -6,4 +6,5 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("predictions.urls")),
     path("", include("outputs.urls")),
+    path("", include("costs.urls")),
 ]

@@ -2,7 +2,7 @@
 predictions."""
 
 from django import forms
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
 from predictions.filters import HistoryFilterForm
 from predictions.models import Status
@@ -22,12 +22,14 @@ class GalleryFilterForm(HistoryFilterForm):
     def shown(self, predictions: QuerySet) -> QuerySet:
         """Succeeded predictions with an output to show: a saved copy, or, until it is saved,
         the provider's file while the provider still has it."""
-        outputs = self.shown_outputs().filter(prediction=OuterRef("pk"))
-        saved = Exists(outputs.filter(state=ArchiveState.ARCHIVED))
-        at_provider = Exists(outputs.exclude(state=ArchiveState.EXPIRED))
-        return predictions.filter(
-            Q(saved) | Q(at_provider, data_removed=False), status=Status.SUCCEEDED
-        )
+        # One IN over the outputs, not two EXISTS joined by OR: PostgreSQL can then answer it
+        # either way round, probing each prediction's outputs as it walks the page's index, or
+        # starting from the starred outputs when a team has few. The OR had it hash every
+        # starred output of every team first (110 ms of the starred gallery's 170 at 1,000,000
+        # predictions), and a team with few stars would have had its whole history read.
+        at_provider = ~Q(state=ArchiveState.EXPIRED) & Q(prediction__data_removed=False)
+        outputs = self.shown_outputs().filter(Q(state=ArchiveState.ARCHIVED) | at_provider)
+        return predictions.filter(pk__in=outputs.values("prediction"), status=Status.SUCCEEDED)
 
     def shown_outputs(self) -> QuerySet:
         outputs = Output.objects.all()

@@ -15,7 +15,9 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.db import connections
 from django.db.models import Count, Max, Prefetch, Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KT
 from django.http import HttpRequest
 from django.utils import timezone
@@ -29,6 +31,8 @@ from .models import RUNNING, Prediction, Status
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 CURSOR_RE = re.compile(r"(\d{1,16})-(\d{1,18})")
+# Three letters or digits in a row (not underscores, which trigrams skip as they do punctuation).
+SEARCHABLE_RE = re.compile(r"[^\W_]{3}")
 
 
 @dataclass(frozen=True)
@@ -163,8 +167,7 @@ class HistoryFilterForm(forms.Form):
     @cached_property
     def model_choices(self) -> list[tuple[str, str]]:
         """The models the team has used, for the model select."""
-        predictions = for_team(self.request, Prediction.objects.all()).order_by("model")
-        models = list(predictions.values_list("model", flat=True).distinct())
+        models = distinct_values(for_team(self.request, Prediction.objects.all()), "model")
         # A bookmarked model the team has not used (yet) stays selected.
         if self.data.get("model") and self.data["model"] not in models:
             models.append(self.data["model"])
@@ -173,7 +176,15 @@ class HistoryFilterForm(forms.Form):
     # --- Validation ------------------------------------------------------------------------
 
     def clean_q(self) -> str:
-        return self.cleaned_data["q"].strip()
+        q = self.cleaned_data["q"].strip()
+        # The prompt index (a trigram index on PostgreSQL) looks up runs of three letters or
+        # digits; a search without one would read every prediction of the team, about 2 s at
+        # 1,000,000 when it finds nothing.
+        if q and not SEARCHABLE_RE.search(q):
+            raise forms.ValidationError(
+                "Search for at least 3 letters or digits in a row, such as a word of the prompt."
+            )
+        return q
 
     def clean_model(self) -> str:
         model = self.cleaned_data["model"].strip()
@@ -281,6 +292,33 @@ class HistoryFilterForm(forms.Form):
     @property
     def is_filtered(self) -> bool:
         return any(self.data.get(name) for name in self.filter_names)
+
+
+def distinct_values(queryset: QuerySet, field: str) -> list:
+    """The distinct values of `field` in `queryset`, in order, read as a loose index scan.
+
+    `SELECT DISTINCT` reads every row's entry in the index, 350 ms on every history and gallery
+    page of a team with 1,000,000 predictions, to find a handful of models. Instead, a recursive
+    query asks the index for the first value, then for the first one after it, and so on: one
+    short descent of prediction_model_idx per distinct value, whatever the number of rows. The
+    ORM cannot write a recursive query, so it writes the two steps and this joins them.
+    """
+    if queryset.query.is_empty():
+        return []
+    first = queryset.order_by(field).values_list(field)[:1]
+    after = queryset.filter(**{f"{field}__gt": RawSQL("found.value", ())})
+    after = after.order_by(field).values_list(field)[:1]
+    connection = connections[queryset.db]
+    first_sql, first_params = first.query.get_compiler(connection=connection).as_sql()
+    after_sql, after_params = after.query.get_compiler(connection=connection).as_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH RECURSIVE found (value) AS (SELECT ({first_sql}) UNION ALL "
+            f"SELECT ({after_sql}) FROM found WHERE found.value IS NOT NULL) "
+            "SELECT value FROM found WHERE value IS NOT NULL",
+            (*first_params, *after_params),
+        )
+        return [value for (value,) in cursor.fetchall()]
 
 
 def start_of(day: date) -> datetime:

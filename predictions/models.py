@@ -139,10 +139,13 @@ class Prediction(models.Model):
             models.Index(
                 fields=["team", "status", "-submitted_at", "-id"], name="prediction_status_idx"
             ),
-            # The history and gallery filtered by model, and the models a team has used.
+            # The history and gallery filtered by model, and the models a team has used (one
+            # descent per model: filters.distinct_values()).
             models.Index(
                 fields=["team", "model", "-submitted_at", "-id"], name="prediction_model_idx"
             ),
+            # Prompt search (`q`) has a pg_trgm index on PostgreSQL, which SQLite cannot have:
+            # migration 0004 makes it, so it is not declared here.
         ]
         constraints = [
             # Also serves the replay check of a submitted form: request_key = ?.

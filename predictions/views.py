@@ -21,6 +21,7 @@ from .filters import HistoryFilterForm
 from .forms import LogCursorForm, NewImagesQuery, PredictionForm, RerunForm
 from .logs import TAIL, read_log
 from .models import RUNNING, Prediction
+from .signals import submitting
 from .tasks import wake_dispatcher
 
 
@@ -64,6 +65,10 @@ def submit(request):
             "Press Generate to send them as new predictions.",
         )
         return new_images_page(request, form, status=409)
+    if refusal := submitting_refusal(request, variations):
+        # 402 Payment Required: what stands in the way is money (a budget), not the request.
+        form.add_error(None, refusal)
+        return new_images_page(request, form, status=402)
     if refusal := submit_refusal(request, len(variations)):
         form.add_error(None, refusal)
         return new_images_page(request, form, status=429)
@@ -77,6 +82,15 @@ def submit(request):
 def submitted_with(request, key) -> list[Prediction]:
     """The predictions one form (or one run-again button) created, by its request key."""
     return list(for_team(request, Prediction.objects.filter(request_key=key)).order_by("variation"))
+
+
+def submitting_refusal(request, variations: list[dict]) -> str | None:
+    """Why an app built on predictions (a budget, in costs) refuses these new predictions, if
+    one does: asked before anything is saved or sent, and before the rate limits count them."""
+    answers = submitting.send(
+        Prediction, team=request.membership.team, member=request.user, variations=variations
+    )
+    return next((refusal for _receiver, refusal in answers if refusal), None)
 
 
 def submit_refusal(request, count: int) -> str | None:
@@ -269,10 +283,10 @@ def rerun(request, pk: int):
     except ProviderNotConfigured as exc:
         messages.error(request, str(exc))
         return redirect(original)
-    if refusal := submit_refusal(request, 1):
+    fields = {"provider": original.provider, "model": original.model, "input": original.input}
+    if refusal := submitting_refusal(request, [fields]) or submit_refusal(request, 1):
         messages.error(request, refusal)
         return redirect(original)
-    fields = {"provider": original.provider, "model": original.model, "input": original.input}
     return redirect_to_submitted(save_predictions(request, key, [fields]) or [original])
 
 

@@ -119,6 +119,21 @@ def submit_data(world: World) -> dict:
     }
 
 
+def estimate_query(world: World) -> dict:
+    return {"provider": "simulator", "model": "black-forest-labs/flux-schnell", "variations": "2"}
+
+
+def price_data(world: World) -> dict:
+    return {
+        "provider": "replicate",
+        "model": "acme/painter",
+        "unit": "per_image",
+        "amount": "0.01",
+        "currency": "USD",
+        "effective_from": "2026-01-01T00:00",
+    }
+
+
 MATRIX: dict[str, Row] = {
     # Signing in and out, and passwords: public where they must be.
     "accounts:login": Row(every(302, anonymous=200)),
@@ -226,6 +241,18 @@ MATRIX: dict[str, Row] = {
     "outputs:shared": Row(every(200), args=lambda w: [w.share_token()]),
     "outputs:shared_media": Row(every(200), args=lambda w: w.shared_media()),
     "outputs:shared_download": Row(every(200), args=lambda w: [w.share_token()]),
+    # Costs: every role reads the team's; only owners change prices and budgets.
+    "costs:index": Row(signed_in(200)),
+    "costs:export": Row(signed_in(200)),
+    "costs:estimate": Row(signed_in(200, viewer=403), data=estimate_query, also_htmx=True),
+    "costs:prices": Row(signed_in(200)),
+    "costs:add_price": Row(signed_in(403, owner=302, outsider=302), method="post", data=price_data),
+    "costs:budgets": Row(signed_in(200)),
+    "costs:save_budget": Row(
+        signed_in(403, owner=302, outsider=302),
+        method="post",
+        data=lambda w: {"team-amount": "100", "team-currency": "USD"},
+    ),
 }
 
 

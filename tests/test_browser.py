@@ -7,13 +7,17 @@ Skipped, with a printed notice, where no Chromium is installed (CI installs it).
 import os
 import re
 import shutil
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import Role
+from costs.models import Budget, PriceRule
 from outputs.models import ArchiveState, Board, Output, ShareLink
 from predictions.models import Prediction
 
@@ -663,4 +667,137 @@ def test_without_javascript_every_page_still_works_through_plain_links(
     expect(page.locator(".messages")).to_contain_text("Starred 1 image.")
     page.locator(".tile-link").first.click()
     page.wait_for_url("**/predictions/*/")
+    context.close()
+
+
+def test_the_costs_pages_and_their_charts_read_in_both_themes_at_desktop_and_phone_width(
+    live_server, browser, team, member
+):
+    owner = make_user("otto", team, Role.OWNER)
+    now = timezone.now()
+    # The team's own prices: a live server's test flushes the database, seeded prices included.
+    for provider, model, amount in (
+        (provider, model, amount)
+        for provider in ("replicate", "simulator")
+        for model, amount in (("flux-schnell", "0.003"), ("flux-dev", "0.025"))
+    ):
+        PriceRule.objects.create(
+            team=team,
+            provider=provider,
+            model=f"black-forest-labs/{model}",
+            unit="per_image",
+            amount=Decimal(amount),
+            effective_from=now - timedelta(days=365),
+        )
+    # A month of history: charged images of two models and two members, some unpriced, one
+    # timed out (possibly charged), one failed.
+    for days_ago in range(0, 28, 2):
+        for person, model, images in (
+            (owner, "black-forest-labs/flux-schnell", 1 + days_ago % 4),
+            (member, "black-forest-labs/flux-dev", 1),
+        ):
+            prediction = make_prediction(
+                f"day {days_ago} {model}",
+                team=team,
+                submitted_by=person,
+                provider="replicate",
+                model=model,
+                submitted_at=now - timedelta(days=days_ago),
+            )
+            prediction.apply_remote(
+                {
+                    "id": f"{days_ago}-{model}",
+                    "status": "succeeded",
+                    "metrics": {"image_count": images},
+                }
+            )
+    for status, model in (("succeeded", "acme/painter"), ("failed", "acme/painter")):
+        make_prediction(
+            "no price", team=team, submitted_by=member, provider="replicate", model=model
+        ).apply_remote({"id": f"p-{status}", "status": status})
+    lost = make_prediction(
+        "lost",
+        team=team,
+        submitted_by=member,
+        provider="replicate",
+        model="black-forest-labs/flux-dev",
+        input={"prompt": "lost", "num_outputs": 2},
+    )
+    lost.apply_remote({"id": "lost", "status": "processing"})
+    lost.time_out()
+    Budget.objects.create(team=team, amount=Decimal("0.09"))
+    Budget.objects.create(team=team, member=member, amount=Decimal("5"))
+    pages = {
+        "costs": "/costs/?period=last_30",
+        "costs-prices": "/costs/prices/",
+        "costs-budgets": "/costs/budgets/",
+    }
+    ARTIFACTS.mkdir(exist_ok=True)
+    too_wide = []
+    for width, device in ((1280, "desktop"), (390, "phone")):
+        for scheme in ("light", "dark"):
+            context = browser.new_context(
+                viewport={"width": width, "height": 900},
+                color_scheme=scheme,
+                is_mobile=device == "phone",
+                has_touch=device == "phone",
+            )
+            context.set_default_timeout(20_000)
+            page = context.new_page()
+            console = Console(page)
+            sign_in(page, live_server.url, owner.username)
+            for name, path in pages.items():
+                response = page.goto(live_server.url + path)
+                assert response.status == 200, name
+                expect(page.locator(".banner-budget")).to_contain_text(
+                    "of the team's monthly budget"
+                )
+                if page.evaluate("document.documentElement.scrollWidth") > width:
+                    too_wide.append(f"{name}-{device}-{scheme}")
+                page.screenshot(path=ARTIFACTS / f"{name}-{device}-{scheme}.png", full_page=True)
+            # The chart: a column a day, each with its figures as a title; the bars take the
+            # theme's accent, which stands out from the card behind them.
+            page.goto(live_server.url + pages["costs"])
+            chart = page.locator("svg.columns")
+            expect(chart).to_be_visible()
+            assert chart.bounding_box()["width"] <= width
+            expect(chart.locator("a > title")).to_have_count(30)
+            spent = chart.locator("rect.column-spent")
+            assert spent.count() >= 14
+            fill, card = spent.first.evaluate(
+                "bar => [getComputedStyle(bar).fill,"
+                " getComputedStyle(bar.closest('.chart')).backgroundColor]"
+            )
+            accent = "rgb(47, 85, 212)" if scheme == "light" else "rgb(138, 180, 248)"
+            assert (fill, fill != card) == (accent, True)
+            expect(chart.locator("rect.column-possibly")).to_have_count(1)
+            expect(page.locator(".total-unpriced .total-amount")).to_have_text("2")
+            page.get_by_text("The days as a table").click()
+            expect(page.locator(".day-table tbody tr")).to_have_count(30)
+            # A figure opens the history behind it.
+            page.locator("#model-heading + .table-wrap").get_by_role(
+                "link", name="black-forest-labs/flux-dev"
+            ).first.click()
+            page.wait_for_url("**/?*model=black-forest-labs*")
+            expect(page.locator("tbody.rows tr")).to_have_count(15)
+            assert console.problems == [], (device, scheme, console.problems)
+            context.close()
+    assert too_wide == [], too_wide
+
+    # The New images form's estimate follows the inputs without a reload.
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    console = Console(page)
+    sign_in(page, live_server.url, member.username)
+    page.goto(f"{live_server.url}/new/")
+    estimate = page.locator("#cost-estimate")
+    expect(estimate).to_contain_text("Your own monthly limit")
+    page.get_by_label("Images per prediction").fill("3")
+    page.get_by_label("Variations").fill("2")
+    page.get_by_label("Variations").blur()
+    expect(estimate).to_contain_text("2 predictions, each 3 images")
+    page.get_by_label("Model").select_option("black-forest-labs/flux-dev")
+    expect(estimate).to_contain_text("× $0.025 per output image")
+    page.screenshot(path=ARTIFACTS / "new-images-estimate-desktop-light.png", full_page=True)
+    assert console.problems == []
     context.close()

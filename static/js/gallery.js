@@ -113,6 +113,9 @@
     setText("member", data.member || "");
     setText("predict-time", data.predictTime ? data.predictTime + " s" : "—");
     setText("image-count", data.imageCount || "—");
+    // Only the team's pages that fetched the cost have one: never a guessed $0.
+    setText("cost", data.cost || "—");
+    setText("cost-note", data.costNote || "");
     setText("input", data.input || "");
     // Same-origin, so `download` is honoured; the copy answers as an attachment anyway.
     setLink("download", data.download);

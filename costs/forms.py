@@ -1,0 +1,245 @@
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.http import HttpRequest
+from django.utils import timezone
+
+from accounts.models import Membership, Team
+from accounts.teams import for_team
+from predictions.client import MODEL_RE, provider_label
+from predictions.models import RUNNING, Status
+
+from .models import Budget, PriceRule, Unit, money
+from .reports import Period, preset_period
+
+# A custom period's longest: a year of daily columns.
+LONGEST_PERIOD = 366
+PRESETS = [
+    ("this_month", "This month"),
+    ("last_7", "Last 7 days"),
+    ("last_30", "Last 30 days"),
+    ("last_month", "Last month"),
+]
+# Only ended predictions have a cost.
+ENDED = [(value, label) for value, label in Status.choices if value not in RUNNING]
+
+
+def team_members(request: HttpRequest):
+    """The team's members, by username, as the history's member filter has them."""
+    return (
+        get_user_model()
+        .objects.filter(memberships__in=for_team(request, Membership.objects.all()))
+        .order_by("username")
+    )
+
+
+class CostFilterForm(forms.Form):
+    """The costs page's period (a preset, or from and to) and what it is narrowed to; the CSV
+    export takes the same query."""
+
+    # Kept in links: the page's query, as the CSV link and the period's links carry it.
+    names = ["period", "since", "until", "model", "member", "status"]
+
+    period = forms.ChoiceField(choices=PRESETS, required=False, label="Period")
+    since = forms.DateField(
+        label="From", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        label="To", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    model = forms.CharField(required=False, max_length=201, label="Model")
+    member = forms.ModelChoiceField(
+        queryset=get_user_model().objects.none(),
+        required=False,
+        to_field_name="username",
+        empty_label="Anyone",
+        error_messages={"invalid_choice": "No member of this team is called %(value)s."},
+    )
+    status = forms.ChoiceField(
+        choices=[("", "Any status"), *ENDED],
+        required=False,
+        error_messages={"invalid_choice": "There is no ended status called %(value)s."},
+    )
+
+    def __init__(self, data, *, request: HttpRequest) -> None:
+        super().__init__(data, label_suffix="")
+        self.request = request
+        self.fields["member"].queryset = team_members(request)
+        self.fields["model"].widget.attrs["placeholder"] = "Any model (owner/name)"
+
+    def clean_model(self) -> str:
+        model = self.cleaned_data["model"].strip()
+        if model and not MODEL_RE.fullmatch(model):
+            raise forms.ValidationError(
+                "Give the model as owner/name, for example black-forest-labs/flux-schnell."
+            )
+        return model
+
+    def clean(self) -> dict:
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        today = timezone.now().date()
+        if since and until and since > until:
+            self.add_error("until", "The end date is before the start date.")
+        elif since or until:
+            until = until or max(today, since)
+            since = since or until.replace(day=1)
+            if (until - since).days >= LONGEST_PERIOD:
+                self.add_error("until", f"Choose at most {LONGEST_PERIOD} days.")
+            else:
+                data["range"] = Period(since, until)
+        elif "period" in data:
+            data["range"] = preset_period(data["period"] or "this_month", today)
+        return data
+
+    @property
+    def chosen_period(self) -> Period:
+        return self.cleaned_data["range"]
+
+    @property
+    def is_custom(self) -> bool:
+        return bool(self.data.get("since") or self.data.get("until"))
+
+    def filters(self) -> dict[str, Any]:
+        """The narrowing, as lookups on DailyCost and PredictionCost."""
+        data = self.cleaned_data
+        lookups = {"model": data["model"], "member": data["member"], "status": data["status"]}
+        return {name: value for name, value in lookups.items() if value}
+
+    def history_params(self) -> dict[str, str]:
+        """The narrowing, as the history's filters have it."""
+        data = self.cleaned_data
+        member = data["member"].get_username() if data["member"] else ""
+        return {"model": data["model"], "member": member, "status": data["status"]}
+
+    def query(self) -> str:
+        """This page's query, for the CSV link."""
+        return urlencode([(name, self.data[name]) for name in self.names if self.data.get(name)])
+
+    @property
+    def is_narrowed(self) -> bool:
+        return any(self.data.get(name) for name in ("model", "member", "status"))
+
+    def preset_links(self) -> list[tuple[str, str, bool]]:
+        """(label, query, current) for each preset, keeping the narrowing."""
+        names = ("model", "member", "status")
+        narrowing = [(name, self.data[name]) for name in names if self.data.get(name)]
+        current = "" if self.is_custom else (self.data.get("period") or "this_month")
+        return [
+            (label, urlencode([("period", value), *narrowing]), value == current)
+            for value, label in PRESETS
+        ]
+
+
+def provider_choices() -> list[tuple[str, str]]:
+    return [(name, provider_label(name)) for name in settings.PROVIDERS]
+
+
+class PriceRuleForm(forms.ModelForm):
+    """An owner's price for the team: always a new rule, from a moment on."""
+
+    provider = forms.ChoiceField(choices=provider_choices)
+    effective_from = forms.DateTimeField(
+        label="Effective from",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="In UTC. A date in the past prices again the predictions it covers; "
+        "the costs before it stay as they were.",
+    )
+
+    class Meta:
+        model = PriceRule
+        fields = ["provider", "model", "unit", "amount", "currency", "effective_from", "source"]
+        widgets = {"source": forms.TextInput(attrs={"placeholder": "Our invoice of 1 Dec 2026"})}
+        labels = {"amount": "Price", "source": "Source"}
+        help_texts = {"source": "Where the price comes from, and when it was read."}
+
+    def __init__(self, *args, team: Team, **kwargs) -> None:
+        initial = kwargs.setdefault("initial", {})
+        now = timezone.now().astimezone(UTC).replace(second=0, microsecond=0)
+        initial.setdefault("effective_from", now)
+        initial.setdefault("unit", Unit.PER_IMAGE)
+        super().__init__(*args, instance=PriceRule(team=team), label_suffix="", **kwargs)
+        self.fields["model"].widget.attrs["placeholder"] = "owner/name"
+
+    def clean_model(self) -> str:
+        model = self.cleaned_data["model"].strip()
+        if not MODEL_RE.fullmatch(model):
+            raise forms.ValidationError(
+                "Give the model as owner/name, for example black-forest-labs/flux-schnell."
+            )
+        return model
+
+    def clean_effective_from(self) -> datetime:
+        moment = self.cleaned_data["effective_from"]
+        # The widget has no time zone: what is typed is UTC, as the help says.
+        return timezone.make_naive(moment).replace(tzinfo=UTC)
+
+    def clean(self) -> dict:
+        data = super().clean()
+        key = {name: data.get(name) for name in ("provider", "model", "effective_from")}
+        if None not in key.values() and self.instance.team.price_rules.filter(**key).exists():
+            self.add_error(
+                "effective_from",
+                "The team already has a price for this model from this moment: "
+                "choose another moment.",
+            )
+        return data
+
+
+class BudgetForm(forms.Form):
+    """A monthly budget: the team's (no member) or one member's own limit. Empty: none."""
+
+    member = forms.ModelChoiceField(
+        queryset=get_user_model().objects.none(),
+        required=False,
+        to_field_name="username",
+        empty_label="The whole team",
+        error_messages={"invalid_choice": "No member of this team is called %(value)s."},
+    )
+    amount = forms.DecimalField(
+        label="Monthly amount",
+        required=False,
+        min_value=0,
+        max_digits=12,
+        decimal_places=2,
+        help_text="Leave empty for no budget.",
+    )
+    currency = forms.RegexField(
+        regex=r"^[A-Z]{3}$",
+        initial="USD",
+        max_length=3,
+        error_messages={"invalid": "An ISO 4217 code in capitals, like USD."},
+    )
+
+    def __init__(self, *args, request: HttpRequest, for_member: bool, **kwargs) -> None:
+        """`for_member`: a member's limit (prefix "limit"), else the team's budget ("team")."""
+        prefix = "limit" if for_member else "team"
+        super().__init__(*args, prefix=prefix, label_suffix="", **kwargs)
+        member = self.fields["member"]
+        member.queryset = team_members(request)
+        if for_member:
+            member.required = True
+            member.empty_label = "Choose a member"
+            member.error_messages["required"] = "Choose the member whose limit this is."
+        else:
+            # The team's form has no member: it sets the team's budget whatever is sent.
+            member.disabled = True
+
+    def save(self, team: Team) -> tuple[Budget | None, str]:
+        """Set (or with no amount, remove) the budget; what changed, in words."""
+        data = self.cleaned_data
+        member = data["member"]
+        whose = f"{member.get_username()}'s monthly limit" if member else "The team's budget"
+        if data["amount"] is None:
+            Budget.objects.filter(team=team, member=member).delete()
+            return None, f"{whose}: removed."
+        budget, _ = Budget.objects.update_or_create(
+            team=team,
+            member=member,
+            defaults={"amount": data["amount"], "currency": data["currency"]},
+        )
+        return budget, f"{whose}: {money(budget.amount, budget.currency)} a month."

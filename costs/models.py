@@ -1,0 +1,912 @@
+"""What images cost: price rules, the cost of each ended prediction, daily roll-ups, budgets.
+
+Money is a `Decimal` with a currency, never a float. A prediction's cost is computed when it ends,
+inside the transaction that ends it (see signals.py), from the rule in force when it was
+submitted, and stored with that rule: a price change is a new rule with a later `effective_from`,
+so it never rewrites what was already spent. A prediction no rule prices is "unpriced", never $0.
+
+A prediction that was given up as "submit outcome unknown" and then turns out to run keeps its
+"possibly charged" cost until it ends; its end computes the cost again. Running predictions have
+no cost row: budgets count them at their estimate.
+"""
+
+import functools
+import itertools
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, NamedTuple
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import IntegrityError, connection, models, transaction
+from django.db.models import Count, F, Q, QuerySet, Sum
+from django.utils import timezone
+
+from accounts.models import Team
+from predictions.client import provider_label
+from predictions.models import RUNNING, Prediction, Status
+
+ZERO = Decimal(0)
+# Costs are kept to a millionth of the currency's unit: per-second prices have six decimals.
+MILLIONTH = Decimal("0.000001")
+# At this share of a budget, the team (or the member) is warned.
+WARNING_AT = Decimal("0.8")
+# How many of a team's latest successful runs of a model its typical run time is taken from.
+TYPICAL_RUNS = 20
+BATCH = 2000
+
+currency_code = RegexValidator(r"^[A-Z]{3}$", "An ISO 4217 code in capitals, like USD.")
+
+
+def money(amount: Decimal | None, currency: str) -> str:
+    """An amount as people read it: "$0.003", "$48.20", "12.50 EUR"; "unpriced" for None."""
+    if amount is None:
+        return "unpriced"
+    whole, _, fraction = f"{amount.normalize():f}".partition(".")
+    text = f"{whole}.{fraction:0<2}"
+    return f"${text}" if currency == "USD" else f"{text} {currency}".strip()
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def seconds_text(seconds: Decimal) -> str:
+    return f"{seconds.quantize(Decimal('0.001')).normalize():f} s"
+
+
+def utc_day(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
+
+
+def month_of(moment: datetime) -> tuple[date, date]:
+    """The first and last day of `moment`'s calendar month in UTC."""
+    first = utc_day(moment).replace(day=1)
+    return first, (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+
+
+def requested_images(input: dict[str, Any]) -> int:
+    """How many images a request asks for: its `num_outputs`, else one (every catalog model
+    makes one unless asked for more)."""
+    value = input.get("num_outputs", 1)
+    valid = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return value if valid else 1
+
+
+def no_price(provider: str, model: str) -> str:
+    return f"No price for {provider_label(provider)} {model}."
+
+
+# Roll-ups are kept by increments from many workers at once, and rebuilt from the raw rows after a
+# price change. On PostgreSQL a rebuild holds a team's advisory lock exclusively and each increment
+# shares it, so no increment lands between a rebuild's delete and its insert, while increments
+# never wait for each other. SQLite runs one write transaction at a time anyway (IMMEDIATE mode).
+# The lock's first key ("cost" in ASCII); the team's id is the second.
+COSTS_LOCK = 0x636F7374
+
+
+def lock_team_costs(team_id: int, exclusive: bool = False) -> None:
+    """Take the team's costs lock until the end of the current transaction."""
+    if connection.vendor != "postgresql":
+        return
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(%s, %s)", [COSTS_LOCK, team_id % 2**31])
+
+
+def team_id_of(team: "Team | int | None") -> int | None:
+    return team.pk if isinstance(team, Team) else team
+
+
+# A user, or a user's id.
+Member = AbstractBaseUser | int | None
+
+
+# --- Prices -----------------------------------------------------------------------------------
+
+
+class Unit(models.TextChoices):
+    PER_IMAGE = "per_image", "per output image"
+    PER_SECOND = "per_second", "per second of run time"
+    PER_PREDICTION = "per_prediction", "per prediction"
+
+
+class Kind(models.TextChoices):
+    # The provider billed it (or, at a price of 0, would have): `amount` is what.
+    CHARGED = "charged", "Charged"
+    # Certainly nothing to pay: it never ran, or produced nothing that is billed.
+    FREE = "free", "Free"
+    # The provider may have run it (timed out, submit outcome unknown): `amount` is the estimate,
+    # None when there is none.
+    POSSIBLY_CHARGED = "possibly_charged", "Possibly charged"
+    # It was billed, but no rule (or no run time) says how much.
+    UNPRICED = "unpriced", "Unpriced"
+
+
+class Charge(NamedTuple):
+    kind: str
+    amount: Decimal | None
+    explanation: str
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What one requested prediction would cost if it ran; `amount` None when unknown."""
+
+    amount: Decimal | None
+    currency: str
+    explanation: str
+    rule: "PriceRule | None" = None
+
+
+# (team id, provider, model) -> (median seconds an image, runs it comes from), or None.
+Typical = Callable[[int, str, str], "tuple[Decimal, int] | None"]
+
+
+class PriceRule(models.Model):
+    """A provider's price for a model from `effective_from` on.
+
+    The deployment's rules (no team) are seeded from published prices; a team's own rule for the
+    same model overrides them. A price change is a new rule with a later `effective_from`; saving
+    a rule that takes effect in the past prices again the predictions it covers.
+    """
+
+    team = models.ForeignKey(
+        Team,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="price_rules",
+        help_text="Empty: the deployment's price, for every team without a rule of its own.",
+    )
+    provider = models.CharField(max_length=20)
+    model = models.CharField(max_length=201, help_text="owner/name, as predictions name it.")
+    unit = models.CharField(max_length=20, choices=Unit.choices)
+    amount = models.DecimalField(
+        max_digits=14, decimal_places=8, validators=[MinValueValidator(ZERO)]
+    )
+    currency = models.CharField(max_length=3, default="USD", validators=[currency_code])
+    effective_from = models.DateTimeField(default=timezone.now)
+    source = models.TextField(blank=True, help_text="Where the price comes from, and when.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["provider", "model", "team", "-effective_from"]
+        indexes = [
+            # PriceRule.candidates(): provider = ? AND model = ? AND (team IS NULL OR team = ?).
+            models.Index(
+                fields=["provider", "model", "team", "-effective_from"],
+                name="price_rule_lookup_idx",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__gte=0), name="price_rule_amount_not_negative"
+            ),
+            # Two rules from the same moment would leave the price to chance.
+            models.UniqueConstraint(
+                fields=["provider", "model", "effective_from"],
+                condition=Q(team__isnull=True),
+                name="price_rule_unique_deployment_start",
+            ),
+            models.UniqueConstraint(
+                fields=["team", "provider", "model", "effective_from"],
+                condition=Q(team__isnull=False),
+                name="price_rule_unique_team_start",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{provider_label(self.provider)} {self.model}: {self.price_text}"
+
+    def save(self, *args, **kwargs) -> None:
+        """Save, and if the rule takes effect in the past (or took effect there before this
+        edit), price again the ended predictions it may cover and rebuild their days."""
+        with transaction.atomic():
+            before = type(self).objects.filter(pk=self.pk).first() if self.pk else None
+            super().save(*args, **kwargs)
+            now = timezone.now()
+            covered: dict[tuple[str, str, int | None], datetime] = {}
+            for rule in (before, self):
+                if rule is not None and rule.effective_from < now:
+                    key = (rule.provider, rule.model, rule.team_id)
+                    covered[key] = min(covered.get(key, rule.effective_from), rule.effective_from)
+            for (provider, model, team_id), since in covered.items():
+                predictions = Prediction.objects.filter(
+                    provider=provider, model=model, submitted_at__gte=since
+                )
+                if team_id is not None:
+                    predictions = predictions.filter(team_id=team_id)
+                PredictionCost.recompute(predictions)
+
+    @property
+    def price_text(self) -> str:
+        """ "$0.003 per output image" """
+        return f"{money(self.amount, self.currency)} {self.get_unit_display()}"
+
+    def times(self, quantity: Decimal | int) -> Decimal:
+        return (self.amount * quantity).quantize(MILLIONTH, ROUND_HALF_UP)
+
+    # --- Which rule ----------------------------------------------------------------------
+
+    @classmethod
+    def candidates(cls, provider: str, model: str, team: "Team | int | None") -> list["PriceRule"]:
+        """The rules that may price `model` for the team: its own first, then the deployment's,
+        each newest first (see `choose`)."""
+        rules = cls.objects.filter(Q(team=None) | Q(team=team_id_of(team)))
+        rules = rules.filter(provider=provider, model=model)
+        return list(rules.order_by(F("team").asc(nulls_last=True), "-effective_from"))
+
+    @staticmethod
+    def choose(candidates: list["PriceRule"], at: datetime) -> "PriceRule | None":
+        """The rule in force at `at`: the team's latest by then, else the deployment's."""
+        return next((rule for rule in candidates if rule.effective_from <= at), None)
+
+    @classmethod
+    def in_force(
+        cls, provider: str, model: str, team: "Team | int | None", at: datetime
+    ) -> "PriceRule | None":
+        return cls.choose(cls.candidates(provider, model, team), at)
+
+    # --- Before a run: estimates ---------------------------------------------------------
+
+    @classmethod
+    def estimate(
+        cls,
+        provider: str,
+        model: str,
+        input: dict[str, Any],
+        team: "Team | int",
+        at: datetime | None = None,
+    ) -> Estimate:
+        """What one prediction of `model` with `input` would cost the team if it ran."""
+        variation = {"provider": provider, "model": model, "input": input}
+        return cls.estimate_all(team, [variation], at)[0]
+
+    @classmethod
+    def estimate_all(
+        cls, team: "Team | int", variations: Iterable[dict[str, Any]], at: datetime | None = None
+    ) -> list[Estimate]:
+        """`estimate` for each of a form's variations (dicts with provider, model and input):
+        the New images form's estimated cost is outputs × variations × price."""
+        at = at or timezone.now()
+        team_id = team_id_of(team)
+        rules: dict[tuple[str, str], PriceRule | None] = {}
+        estimates = []
+        for variation in variations:
+            key = (variation["provider"], variation["model"])
+            if key not in rules:
+                rules[key] = cls.in_force(*key, team_id, at)
+            rule = rules[key]
+            if rule is None:
+                estimates.append(Estimate(None, "", no_price(*key)))
+            else:
+                estimates.append(rule.estimate_for(variation["input"], team_id))
+        return estimates
+
+    def estimate_for(
+        self,
+        input: dict[str, Any],
+        team_id: int,
+        typical: Typical | None = None,
+        images: int | None = None,
+    ) -> Estimate:
+        """What this rule charges for a run with `input`: `images` (else the requested number)
+        times the price, or for a price per second, the team's typical run time."""
+        images = images or requested_images(input)
+        if self.unit == Unit.PER_IMAGE:
+            explanation = f"{plural(images, 'image')} × {self.price_text}"
+            return Estimate(self.times(images), self.currency, explanation, self)
+        if self.unit == Unit.PER_PREDICTION:
+            return Estimate(
+                self.times(1), self.currency, f"1 prediction at {self.price_text}", self
+            )
+        typical = (typical or self.typical_seconds_per_image)(team_id, self.provider, self.model)
+        if typical is None:
+            explanation = (
+                f"{provider_label(self.provider)} charges {self.model} "
+                f"{self.get_unit_display()}, and the team has no successful run of it to take a "
+                "typical run time from: no estimate."
+            )
+            return Estimate(None, self.currency, explanation, self)
+        per_image, runs = typical
+        seconds = per_image * images
+        explanation = (
+            f"about {seconds_text(seconds)} ({plural(images, 'image')} at "
+            f"{seconds_text(per_image)}, the median of the team's last {plural(runs, 'run')}) "
+            f"× {self.price_text}"
+        )
+        return Estimate(self.times(seconds), self.currency, explanation, self)
+
+    @staticmethod
+    def typical_seconds_per_image(
+        team_id: int, provider: str, model: str
+    ) -> tuple[Decimal, int] | None:
+        """The median run time an image of the team's latest successful runs of `model`, and
+        how many runs it comes from; None if there are none."""
+        runs = Prediction.objects.filter(
+            team_id=team_id,
+            model=model,
+            provider=provider,
+            status=Status.SUCCEEDED,
+            predict_time__isnull=False,
+        ).values_list("predict_time", "image_count")[:TYPICAL_RUNS]
+        per_image = [seconds / max(images or 1, 1) for seconds, images in runs]
+        if not per_image:
+            return None
+        return Decimal(str(round(statistics.median(per_image), 3))), len(per_image)
+
+    # --- After a run: charges ------------------------------------------------------------
+
+    def charge(self, prediction: Prediction, typical: Typical | None = None) -> Charge:
+        """What this rule charges for `prediction`, which ended and reached the provider."""
+        status = prediction.status
+        if status in (Status.TIMED_OUT, Status.SUBMIT_UNKNOWN):
+            return self.possible_charge(prediction, typical)
+        price = self.price_text
+        started = prediction.started_at is not None or prediction.predict_time is not None
+        ended = prediction.get_status_display()
+        if self.unit == Unit.PER_IMAGE:
+            images = prediction.image_count
+            if images is None:
+                images = len(prediction.output_urls)
+            if not images:
+                return Charge(
+                    Kind.FREE, ZERO, f"{ended} with no image, at {price}: nothing to pay."
+                )
+            return Charge(Kind.CHARGED, self.times(images), f"{plural(images, 'image')} × {price}")
+        if self.unit == Unit.PER_SECOND:
+            if prediction.predict_time is not None:
+                seconds = Decimal(str(prediction.predict_time))
+                amount = self.times(seconds)
+                explanation = f"{seconds_text(seconds)} × {price}"
+                return Charge(Kind.CHARGED if amount else Kind.FREE, amount, explanation)
+            if status != Status.SUCCEEDED and not started:
+                return Charge(Kind.FREE, ZERO, f"{ended} before it started: nothing to pay.")
+            explanation = (
+                f"The provider reported no run time (predict_time), and {price} needs one."
+            )
+            return Charge(Kind.UNPRICED, None, explanation)
+        if status == Status.SUCCEEDED or started:
+            return Charge(Kind.CHARGED, self.times(1), f"1 prediction at {price}")
+        return Charge(Kind.FREE, ZERO, f"{ended} before it started: nothing to pay.")
+
+    def possible_charge(self, prediction: Prediction, typical: Typical | None = None) -> Charge:
+        """A prediction Darkroom lost track of may have run, and been billed: its estimate."""
+        if prediction.status == Status.TIMED_OUT:
+            why = "Timed out: Darkroom stopped following it, and the provider may have run it."
+        else:
+            why = "Submit outcome unknown: the provider may have run it."
+        if self.unit == Unit.PER_SECOND and prediction.predict_time is not None:
+            seconds = Decimal(str(prediction.predict_time))
+            explanation = f"{why} It ran {seconds_text(seconds)} × {self.price_text}."
+            return Charge(Kind.POSSIBLY_CHARGED, self.times(seconds), explanation)
+        estimate = self.estimate_for(
+            prediction.input, prediction.team_id, typical, images=prediction.image_count
+        )
+        if estimate.amount is None:
+            return Charge(Kind.POSSIBLY_CHARGED, None, f"{why} {estimate.explanation}")
+        return Charge(
+            Kind.POSSIBLY_CHARGED, estimate.amount, f"{why} If so: {estimate.explanation}."
+        )
+
+
+# --- What each prediction cost ----------------------------------------------------------------
+
+# The prediction fields a cost is computed from.
+COST_INPUTS = [
+    "team_id",
+    "submitted_by_id",
+    "provider",
+    "provider_id",
+    "model",
+    "input",
+    "status",
+    "output",
+    "predict_time",
+    "image_count",
+    "started_at",
+    "submitted_at",
+]
+# The roll-up a cost counts in, and what it adds there.
+BUCKET_FIELDS = ["team_id", "day", "member_id", "provider", "model", "status", "currency"]
+SUM_FIELDS = ["count", "amount", "possibly_charged_amount", "unpriced", "possibly_charged"]
+
+
+class PredictionCost(models.Model):
+    """The cost of one ended prediction, the rule that produced it, and why."""
+
+    prediction = models.OneToOneField(
+        Prediction, primary_key=True, on_delete=models.CASCADE, related_name="cost"
+    )
+    # Copied from the prediction, so the costs page and roll-ups never join it.
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # Indexed: a deleted user's costs lose their member (SET NULL) among many rows.
+    member = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    provider = models.CharField(max_length=20)
+    model = models.CharField(max_length=201)
+    status = models.CharField(max_length=20, choices=Status.choices)
+    # The UTC date of the prediction's `submitted_at`: the day it counts in.
+    day = models.DateField()
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # None: unpriced, or possibly charged without an estimate. Never a stand-in zero.
+    amount = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    # RESTRICT: a rule that priced something cannot be deleted (unless its team is).
+    rule = models.ForeignKey(
+        PriceRule, null=True, blank=True, on_delete=models.RESTRICT, related_name="costs"
+    )
+    explanation = models.TextField()
+    computed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            # DailyCost.rebuild(): team = ? AND day >= ?; the costs page's rows of a period.
+            models.Index(fields=["team", "day"], name="prediction_cost_day_idx"),
+            # The costs page's unpriced predictions of a period, and what makes them so: a few
+            # rows among many.
+            models.Index(
+                fields=["team", "day"],
+                condition=Q(kind="unpriced"),
+                name="prediction_cost_unpriced_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Prediction {self.prediction_id}: {self.display}"
+
+    @property
+    def display(self) -> str:
+        """The cost as a history row or a tile shows it."""
+        if self.kind == Kind.FREE:
+            return "free"
+        if self.kind == Kind.POSSIBLY_CHARGED:
+            if self.amount is None:
+                return "possibly charged"
+            return f"possibly {money(self.amount, self.currency)}"
+        return money(self.amount, self.currency)
+
+    @classmethod
+    def compute(
+        cls, prediction: Prediction, rule: PriceRule | None, typical: Typical | None = None
+    ) -> "PredictionCost":
+        """The (unsaved) cost of the ended `prediction` under `rule`."""
+        if prediction.status in (Status.FAILED, Status.CANCELED) and not prediction.provider_id:
+            # The provider never accepted the create: certain to cost nothing, priced or not.
+            charge = Charge(Kind.FREE, ZERO, "Never reached the provider: nothing to pay.")
+        elif rule is None:
+            charge = Charge(Kind.UNPRICED, None, no_price(prediction.provider, prediction.model))
+        else:
+            charge = rule.charge(prediction, typical)
+        return cls(
+            prediction_id=prediction.pk,
+            team_id=prediction.team_id,
+            member_id=prediction.submitted_by_id,
+            provider=prediction.provider,
+            model=prediction.model,
+            status=prediction.status,
+            day=utc_day(prediction.submitted_at),
+            kind=charge.kind,
+            amount=charge.amount,
+            currency=rule.currency if rule else "",
+            rule=rule,
+            explanation=charge.explanation,
+        )
+
+    def same_as(self, other: "PredictionCost") -> bool:
+        fields = [*BUCKET_FIELDS, "kind", "amount", "explanation", "rule_id"]
+        return all(getattr(self, name) == getattr(other, name) for name in fields)
+
+    def bucket(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The roll-up this cost counts in (its key), and what it adds there."""
+        key = {name: getattr(self, name) for name in BUCKET_FIELDS}
+        certain = self.kind in (Kind.CHARGED, Kind.FREE)
+        possibly = self.kind == Kind.POSSIBLY_CHARGED
+        return key, {
+            "count": 1,
+            "amount": self.amount if certain else ZERO,
+            "possibly_charged_amount": (self.amount or ZERO) if possibly else ZERO,
+            "unpriced": int(self.kind == Kind.UNPRICED),
+            "possibly_charged": int(possibly),
+        }
+
+    @classmethod
+    def record(cls, prediction: Prediction) -> "PredictionCost | None":
+        """Compute and store the cost of `prediction` if it ended, and move the roll-ups by the
+        difference; called in the transaction that ended it. Doing it again changes nothing."""
+        if prediction.status in RUNNING:
+            return None
+        with transaction.atomic():
+            lock_team_costs(prediction.team_id)
+            rule = PriceRule.in_force(
+                prediction.provider, prediction.model, prediction.team_id, prediction.submitted_at
+            )
+            cost = cls.compute(prediction, rule)
+            old = cls.objects.select_for_update().filter(pk=prediction.pk).first()
+            if old is not None and old.same_as(cost):
+                return old
+            cost.save(force_insert=old is None, force_update=old is not None)
+            DailyCost.move(old, cost)
+        return cost
+
+    @classmethod
+    def recompute(cls, predictions: QuerySet[Prediction]) -> dict[int, date]:
+        """Price again the ended predictions among `predictions` with the rules stored now (and
+        price those without a cost yet), in batches, then rebuild each team's roll-ups from the
+        first day that changed. Returns {team id: first day rebuilt}."""
+        predictions = predictions.exclude(status__in=RUNNING).order_by()
+        typical = functools.cache(PriceRule.typical_seconds_per_image)
+        rebuilt = {}
+        with transaction.atomic():
+            team_ids = sorted(set(predictions.values_list("team_id", flat=True).distinct()))
+            # Team by team in id order, so two repricings never wait on each other in a cycle.
+            for team_id in team_ids:
+                lock_team_costs(team_id, exclusive=True)
+                rows = predictions.filter(team_id=team_id).only(*COST_INPUTS).order_by("pk")
+                rules: dict[tuple[str, str], list[PriceRule]] = {}
+                first_day = None
+                for chunk in itertools.batched(rows.iterator(chunk_size=BATCH), BATCH):
+                    stored = cls.objects.in_bulk([prediction.pk for prediction in chunk])
+                    created, changed = [], []
+                    for prediction in chunk:
+                        key = (prediction.provider, prediction.model)
+                        if key not in rules:
+                            rules[key] = PriceRule.candidates(*key, team_id)
+                        rule = PriceRule.choose(rules[key], prediction.submitted_at)
+                        cost = cls.compute(prediction, rule, typical)
+                        old = stored.get(prediction.pk)
+                        if old is not None and old.same_as(cost):
+                            continue
+                        (created if old is None else changed).append(cost)
+                        first_day = min(first_day or cost.day, cost.day)
+                    cls.objects.bulk_create(created, batch_size=BATCH)
+                    updated = ["member", "status", "kind", "amount", "currency", "rule"]
+                    cls.objects.bulk_update(
+                        changed, [*updated, "explanation", "computed_at"], batch_size=BATCH
+                    )
+                if first_day is not None:
+                    DailyCost.rebuild(team_id, since=first_day)
+                    rebuilt[team_id] = first_day
+        return rebuilt
+
+
+# --- Roll-ups ---------------------------------------------------------------------------------
+
+
+class DailyCost(models.Model):
+    """A team's costs of one day, per member, provider, model, status and currency.
+
+    Kept by `move()` in the transaction of every cost written or deleted, with increments, so
+    concurrent workers add up; `rebuild()` recomputes them from the raw rows.
+    """
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+", db_index=False)
+    day = models.DateField()
+    # Null: the predictions of no member (a deleted user's spend stays in the team's totals).
+    # No index of its own: the pages read a period's rows by (team, day), and only a user's
+    # deletion looks rows up by member.
+    member = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
+    provider = models.CharField(max_length=20)
+    model = models.CharField(max_length=201)
+    status = models.CharField(max_length=20, choices=Status.choices)
+    # Empty for predictions without a rule: no currency is known for them.
+    currency = models.CharField(max_length=3, blank=True)
+
+    count = models.IntegerField(default=0)
+    # Charged (and free) predictions: what was certainly spent.
+    amount = models.DecimalField(max_digits=18, decimal_places=6, default=ZERO)
+    # Possibly charged predictions: the sum of their estimates, never mixed into `amount`.
+    possibly_charged_amount = models.DecimalField(max_digits=18, decimal_places=6, default=ZERO)
+    unpriced = models.IntegerField(default=0)
+    possibly_charged = models.IntegerField(default=0)
+
+    class Meta:
+        ordering = ["team", "day"]
+        indexes = [
+            # A period's totals by day, member, model or status, and a month's spend against a
+            # budget: team = ? AND day BETWEEN ? AND ? (a day has few rows).
+            models.Index(fields=["team", "day"], name="daily_cost_period_idx"),
+        ]
+        constraints = [
+            # One row a bucket; also serves move()'s lookup of it.
+            models.UniqueConstraint(
+                fields=["team", "day", "member", "provider", "model", "status", "currency"],
+                condition=Q(member__isnull=False),
+                name="daily_cost_unique_member_bucket",
+            ),
+            models.UniqueConstraint(
+                fields=["team", "day", "provider", "model", "status", "currency"],
+                condition=Q(member__isnull=True),
+                name="daily_cost_unique_memberless_bucket",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.model} {self.status}: {self.count}"
+
+    @classmethod
+    def totals(cls, team: "Team | int", first: date, last: date, *by: str) -> QuerySet:
+        """The team's totals from `first` to `last` (inclusive), one dict per group of the
+        fields `by` names ("day", "member", "model", "status", "currency", ...); without any,
+        one dict for the whole period."""
+        rows = cls.objects.filter(team=team_id_of(team), day__gte=first, day__lte=last)
+        by = by or ("team",)
+        return (
+            rows.values(*by)
+            .annotate(
+                predictions=Sum("count"),
+                spent=Sum("amount"),
+                possibly_spent=Sum("possibly_charged_amount"),
+                unpriced_predictions=Sum("unpriced"),
+                possibly_charged_predictions=Sum("possibly_charged"),
+            )
+            .order_by(*by)
+        )
+
+    @classmethod
+    def move(cls, old: PredictionCost | None, new: PredictionCost | None) -> None:
+        """Take `old` out of its roll-up and put `new` in its own (either may be None)."""
+        deltas: dict[tuple, dict[str, Any]] = {}
+        for cost, sign in ((old, -1), (new, 1)):
+            if cost is None:
+                continue
+            key, values = cost.bucket()
+            total = deltas.setdefault(tuple(key.items()), dict.fromkeys(SUM_FIELDS, 0))
+            for name, value in values.items():
+                total[name] += sign * value
+        for key, values in deltas.items():
+            cls.add(dict(key), values)
+
+    @classmethod
+    def add(cls, key: dict[str, Any], values: dict[str, Any]) -> None:
+        """Add `values` to the bucket `key` with increments; a bucket emptied goes."""
+        changes = {name: F(name) + value for name, value in values.items() if value}
+        if not changes:
+            return
+        rows = cls.objects.filter(**key)
+        if rows.update(**changes):
+            if values["count"] < 0:
+                rows.filter(count=0).delete()
+            return
+        if values["count"] <= 0:
+            # Nothing to take from: the team's rows are going with it, or a rebuild is due.
+            return
+        try:
+            with transaction.atomic():
+                cls.objects.create(**key, **values)
+        except IntegrityError:
+            # Another worker created the bucket since: add to theirs.
+            rows.update(**changes)
+
+    @classmethod
+    def rebuild(cls, team: "Team | int", since: date | None = None) -> int:
+        """Recompute the team's roll-ups (from the day `since` on) from its PredictionCost rows;
+        the number of rows written."""
+        team_id = team_id_of(team)
+        with transaction.atomic():
+            lock_team_costs(team_id, exclusive=True)
+            rows = cls.objects.filter(team_id=team_id)
+            costs = PredictionCost.objects.filter(team_id=team_id)
+            if since is not None:
+                rows, costs = rows.filter(day__gte=since), costs.filter(day__gte=since)
+            rows.delete()
+            groups = (
+                costs.order_by()
+                .values(*BUCKET_FIELDS)
+                .annotate(
+                    n=Count("pk"),
+                    certain=Sum("amount", filter=Q(kind__in=[Kind.CHARGED, Kind.FREE])),
+                    possibly=Sum("amount", filter=Q(kind=Kind.POSSIBLY_CHARGED)),
+                    n_unpriced=Count("pk", filter=Q(kind=Kind.UNPRICED)),
+                    n_possibly=Count("pk", filter=Q(kind=Kind.POSSIBLY_CHARGED)),
+                )
+            )
+            written = cls.objects.bulk_create(
+                [
+                    cls(
+                        **{name: group[name] for name in BUCKET_FIELDS},
+                        count=group["n"],
+                        amount=group["certain"] or ZERO,
+                        possibly_charged_amount=group["possibly"] or ZERO,
+                        unpriced=group["n_unpriced"],
+                        possibly_charged=group["n_possibly"],
+                    )
+                    for group in groups
+                ],
+                batch_size=BATCH,
+            )
+        return len(written)
+
+    @classmethod
+    def forget_member(cls, user_id: int) -> None:
+        """Before a user is deleted: fold their rows into their teams' rows without a member,
+        so what they spent stays in the totals (their costs lose their member the same way)."""
+        rows = cls.objects.select_for_update().filter(member_id=user_id).order_by("team_id", "pk")
+        for row in rows:
+            lock_team_costs(row.team_id)
+            key = {name: getattr(row, name) for name in BUCKET_FIELDS}
+            cls.add({**key, "member_id": None}, {name: getattr(row, name) for name in SUM_FIELDS})
+        cls.objects.filter(member_id=user_id).delete()
+
+
+# --- Budgets ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BudgetUsage:
+    """A budget's calendar month so far (UTC)."""
+
+    budget: "Budget"
+    first_day: date
+    # Charged this month.
+    spent: Decimal
+    # Possibly charged this month, and the estimates of predictions still running.
+    possibly: Decimal
+
+    @property
+    def committed(self) -> Decimal:
+        return self.spent + self.possibly
+
+    @property
+    def fraction(self) -> Decimal:
+        if not self.budget.amount:
+            return Decimal(1)
+        return self.committed / self.budget.amount
+
+    @property
+    def whose(self) -> str:
+        return "your own monthly limit" if self.budget.member_id else "the team's monthly budget"
+
+    def describe(self) -> str:
+        """ "$48.20 spent in December 2026, and up to $1.20 possibly charged or still running" """
+        currency = self.budget.currency
+        text = f"{money(self.spent, currency)} spent in {self.first_day:%B %Y}"
+        if self.possibly:
+            text += (
+                f", and up to {money(self.possibly, currency)} possibly charged or still running"
+            )
+        return text
+
+
+class Budget(models.Model):
+    """A monthly budget: the team's (no member), or one member's own limit within the team."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="budgets")
+    member = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Empty: the whole team's budget.",
+    )
+    amount = models.DecimalField(
+        max_digits=12, decimal_places=2, validators=[MinValueValidator(ZERO)]
+    )
+    currency = models.CharField(max_length=3, default="USD", validators=[currency_code])
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            # Budget.applying(): team = ? AND (member IS NULL OR member = ?).
+            models.UniqueConstraint(
+                fields=["team"], condition=Q(member__isnull=True), name="budget_unique_team"
+            ),
+            models.UniqueConstraint(
+                fields=["team", "member"],
+                condition=Q(member__isnull=False),
+                name="budget_unique_member",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        whose = f"{self.member}'s limit" if self.member_id else "budget"
+        return f"{self.team} {whose}: {money(self.amount, self.currency)} a month"
+
+    @classmethod
+    def applying(cls, team: "Team | int", member: Member) -> list["Budget"]:
+        """The member's own limit (first) and the team's budget, those that exist."""
+        budgets = cls.objects.filter(team=team_id_of(team))
+        budgets = budgets.filter(Q(member=None) | Q(member=getattr(member, "pk", member)))
+        return sorted(budgets, key=lambda budget: budget.member_id is None)
+
+    def usage(self, at: datetime | None = None) -> BudgetUsage:
+        at = at or timezone.now()
+        first, last = month_of(at)
+        rows = DailyCost.objects.filter(
+            team=self.team_id, day__gte=first, day__lte=last, currency=self.currency
+        )
+        running = Prediction.objects.filter(
+            team=self.team_id,
+            status__in=RUNNING,
+            submitted_at__gte=datetime.combine(first, datetime.min.time(), UTC),
+        )
+        if self.member_id:
+            rows = rows.filter(member=self.member_id)
+            running = running.filter(submitted_by=self.member_id)
+        sums = rows.aggregate(spent=Sum("amount"), possibly=Sum("possibly_charged_amount"))
+        in_flight = PriceRule.estimate_all(
+            self.team_id, running.values("provider", "model", "input"), at
+        )
+        flying = sum(
+            (e.amount for e in in_flight if e.amount is not None and e.currency == self.currency),
+            ZERO,
+        )
+        return BudgetUsage(self, first, sums["spent"] or ZERO, (sums["possibly"] or ZERO) + flying)
+
+    @classmethod
+    def usages(
+        cls, team: "Team | int", member: Member, at: datetime | None = None
+    ) -> list[BudgetUsage]:
+        """The member's own limit and the team's budget, each with its month so far: what the
+        New images form shows a member."""
+        return [budget.usage(at) for budget in cls.applying(team, member)]
+
+    @classmethod
+    def refusal(
+        cls,
+        team: "Team | int",
+        member: Member,
+        estimates: list[Estimate],
+        at: datetime | None = None,
+    ) -> str | None:
+        """Why the requests `estimates` price may not be sent, if they would take the month's
+        spend (with what is possibly charged or still running) past a budget that applies."""
+        for usage in cls.usages(team, member, at):
+            budget = usage.budget
+            known = [
+                e.amount
+                for e in estimates
+                if e.amount is not None and e.currency == budget.currency
+            ]
+            unknown = [e for e in estimates if e.amount is None or e.currency != budget.currency]
+            cost = sum(known, ZERO)
+            over = usage.committed + cost > budget.amount
+            used_up = usage.committed >= budget.amount
+            if not (over or (unknown and used_up)):
+                continue
+            request = plural(len(estimates), "prediction")
+            if unknown:
+                cost_text = (
+                    f"the cost of {request} is not known ({unknown[0].explanation.rstrip('.')})"
+                )
+            else:
+                cost_text = f"{request} would cost about {money(cost, budget.currency)}"
+            return (
+                f"Not sent: this would go over {usage.whose} of "
+                f"{money(budget.amount, budget.currency)}. {usage.describe()}; {cost_text}. "
+                "Owners can raise the budget."
+            )
+        return None
+
+    @classmethod
+    def warning(cls, team: "Team | int", member: Member, at: datetime | None = None) -> str | None:
+        """The banner once the member's limit or the team's budget is 80% used, or None."""
+        reached = [usage for usage in cls.usages(team, member, at) if usage.fraction >= WARNING_AT]
+        if not reached:
+            return None
+        usage = max(reached, key=lambda usage: usage.fraction)
+        budget = usage.budget
+        percent = int(usage.fraction * 100)
+        return (
+            f"{percent}% of {usage.whose} of {money(budget.amount, budget.currency)} is used: "
+            f"{usage.describe()}. At 100% new images are refused; owners can raise the budget."
+        )

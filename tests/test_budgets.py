@@ -1,0 +1,225 @@
+"""Monthly budgets: new images that would go past the team's budget or a member's own limit are
+refused before anything is saved or sent; at 80% the team (or the member) is warned."""
+
+import html
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from costs.models import Budget, PriceRule, month_of
+from predictions.client import ProviderClient
+from predictions.models import Prediction
+
+from .conftest import make_prediction, make_user
+
+pytestmark = pytest.mark.django_db
+
+SCHNELL = "black-forest-labs/flux-schnell"
+
+
+@pytest.fixture(autouse=True)
+def dollar_an_image(team) -> PriceRule:
+    """The team's own price for schnell on the simulator: $1 an image, for easy sums."""
+    return PriceRule.objects.create(
+        team=team,
+        provider="simulator",
+        model=SCHNELL,
+        unit="per_image",
+        amount=Decimal(1),
+        effective_from=datetime(2024, 1, 1, tzinfo=UTC),
+    )
+
+
+def budget(team, amount: str, member=None) -> Budget:
+    return Budget.objects.create(team=team, member=member, amount=Decimal(amount))
+
+
+def spend(team, member, images: int, status: str = "succeeded", **fields) -> Prediction:
+    """A prediction of `member` that the simulator ran: `images` images at $1."""
+    prediction = make_prediction(team=team, submitted_by=member, **fields)
+    prediction.apply_remote(
+        {
+            "id": uuid.uuid4().hex,
+            "status": status,
+            "metrics": {"image_count": images, "predict_time": 1.0},
+            "started_at": "2026-01-01T00:00:01Z",
+        }
+    )
+    return prediction
+
+
+def submit(client, variations: int = 1, model: str = SCHNELL, **extra):
+    return client.post(
+        "/predictions/new",
+        {
+            "provider": "simulator",
+            "model": model,
+            "prompt": "a teapot on the moon",
+            "request_key": str(uuid.uuid4()),
+            "variations": str(variations),
+            **extra,
+        },
+    )
+
+
+def send_due() -> None:
+    """Send every prediction that is due, as the dispatcher and a worker would."""
+    for pk, claim in Prediction.claim_due(limit=100):
+        Prediction.take(pk, claim).advance(ProviderClient())
+
+
+def page_text(response) -> str:
+    return html.unescape(response.content.decode())
+
+
+def signed_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_images_over_the_budget_are_refused_before_anything_is_saved_or_sent(
+    client, team, member, simulator
+):
+    budget(team, "10")
+    spend(team, member, 8)
+
+    refused = submit(client, variations=3)
+    send_due()
+
+    assert refused.status_code == 402
+    assert Prediction.objects.count() == 1
+    assert simulator.stats()["predictions_created"] == 0
+    text = page_text(refused)
+    assert "Not sent: this would go over the team's monthly budget of $10.00." in text
+    assert "$8.00 spent in" in text
+    assert "3 predictions would cost about $3.00" in text
+    assert "Owners can raise the budget." in text
+
+    # What fits in the budget is sent: the check above would have seen a create.
+    allowed = submit(client, variations=2)
+    send_due()
+
+    assert allowed.status_code == 302
+    assert simulator.stats()["predictions_created"] == 2
+
+
+def test_the_estimate_counts_every_image_of_every_variation(client, team, member):
+    budget(team, "7")
+
+    refused = submit(client, variations=2, extra_input='{"num_outputs": 4}')
+
+    assert refused.status_code == 402
+    assert "2 predictions would cost about $8.00" in page_text(refused)
+    assert submit(client, variations=1, extra_input='{"num_outputs": 4}').status_code == 302
+
+
+def test_a_members_own_limit_refuses_them_and_no_one_else(client, team, member):
+    budget(team, "2", member=member)
+    other = make_user("leo", team)
+    spend(team, member, 2)
+    spend(team, other, 5)
+
+    refused = submit(client)
+    allowed = submit(signed_in(other))
+
+    assert refused.status_code == 402
+    assert "over your own monthly limit of $2.00" in page_text(refused)
+    assert "$2.00 spent in" in page_text(refused)
+    assert allowed.status_code == 302
+
+
+def test_a_member_within_their_own_limit_is_still_held_to_the_teams_budget(client, team, member):
+    budget(team, "5", member=member)
+    budget(team, "6")
+    spend(team, make_user("leo", team), 6)
+
+    refused = submit(client)
+
+    assert refused.status_code == 402
+    assert "the team's monthly budget of $6.00" in page_text(refused)
+
+
+def test_possibly_charged_and_running_predictions_count_against_the_budget(client, team, member):
+    budget(team, "5")
+    spend(team, member, 1)
+    lost = make_prediction(team=team, submitted_by=member, input={"prompt": "x", "num_outputs": 2})
+    lost.give_up_submit("Lost.")
+    make_prediction(team=team, submitted_by=member)  # still to be sent: $1 if it runs
+
+    refused = submit(client, variations=2)
+
+    assert refused.status_code == 402
+    assert "$1.00 spent in" in page_text(refused)
+    assert "and up to $3.00 possibly charged or still running" in page_text(refused)
+    assert submit(client, variations=1).status_code == 302
+
+
+def test_only_this_calendar_months_spend_counts(client, team, member):
+    budget(team, "5")
+    first, _ = month_of(timezone.now())
+    spend(
+        team,
+        member,
+        9,
+        submitted_at=datetime.combine(first, datetime.min.time(), UTC) - timedelta(seconds=1),
+    )
+
+    assert submit(client).status_code == 302
+
+
+def test_a_request_of_unknown_cost_is_refused_only_once_the_budget_is_used_up(client, team, member):
+    budget(team, "5")
+    spend(team, member, 4)
+
+    assert submit(client, model="someone/upscaler").status_code == 302
+    spend(team, member, 1)
+    refused = submit(client, model="someone/upscaler")
+
+    assert refused.status_code == 402
+    assert "the cost of 1 prediction is not known (No price for Demo (simulator)" in page_text(
+        refused
+    )
+
+
+def test_run_again_over_the_budget_is_refused_and_creates_nothing(client, team, member):
+    budget(team, "3")
+    original = spend(team, member, 3)
+
+    response = client.post(f"/predictions/{original.pk}/again", follow=True)
+
+    assert "Not sent: this would go over the team's monthly budget of $3.00" in page_text(response)
+    assert Prediction.objects.count() == 1
+
+
+def test_the_team_is_warned_once_80_percent_of_its_budget_is_used(team, member):
+    budget(team, "10")
+    spend(team, member, 7)
+
+    assert Budget.warning(team, member) is None
+
+    spend(team, member, 1)
+    warning = Budget.warning(team, member)
+    assert warning.startswith("80% of the team's monthly budget of $10.00 is used: $8.00 spent in")
+    assert "At 100% new images are refused; owners can raise the budget." in warning
+
+
+def test_a_member_is_warned_about_their_own_limit_and_others_are_not(team, member):
+    budget(team, "100")
+    budget(team, "2", member=member)
+    other = make_user("leo", team)
+    spend(team, member, 2)
+
+    assert Budget.warning(team, member).startswith("100% of your own monthly limit of $2.00")
+    assert Budget.warning(team, other) is None
+
+
+def test_a_team_without_a_budget_is_never_refused_or_warned(client, team, member):
+    spend(team, member, 500)
+
+    assert Budget.warning(team, member) is None
+    assert submit(client, variations=4).status_code == 302
