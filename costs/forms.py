@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from accounts.models import Membership, Team
 from accounts.teams import for_team
-from predictions.client import MODEL_RE, provider_label
+from predictions.client import provider_label
+from predictions.forms import clean_model_name
 from predictions.models import RUNNING, Status
 
 from .models import Budget, PriceRule, Unit, money
@@ -72,12 +73,7 @@ class CostFilterForm(forms.Form):
         self.fields["model"].widget.attrs["placeholder"] = "Any model (owner/name)"
 
     def clean_model(self) -> str:
-        model = self.cleaned_data["model"].strip()
-        if model and not MODEL_RE.fullmatch(model):
-            raise forms.ValidationError(
-                "Give the model as owner/name, for example black-forest-labs/flux-schnell."
-            )
-        return model
+        return clean_model_name(self.cleaned_data["model"], required=False)
 
     def clean(self) -> dict:
         data = super().clean()
@@ -166,12 +162,7 @@ class PriceRuleForm(forms.ModelForm):
         self.fields["model"].widget.attrs["placeholder"] = "owner/name"
 
     def clean_model(self) -> str:
-        model = self.cleaned_data["model"].strip()
-        if not MODEL_RE.fullmatch(model):
-            raise forms.ValidationError(
-                "Give the model as owner/name, for example black-forest-labs/flux-schnell."
-            )
-        return model
+        return clean_model_name(self.cleaned_data["model"])
 
     def clean_effective_from(self) -> datetime:
         moment = self.cleaned_data["effective_from"]

@@ -25,7 +25,7 @@ from django.utils import timezone
 from accounts.models import Membership
 from accounts.teams import for_team
 
-from .client import MODEL_RE
+from .forms import clean_model_name
 from .models import RUNNING, Prediction, Status
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -134,7 +134,7 @@ class HistoryFilterForm(forms.Form):
         required=False,
         error_messages={"invalid_choice": "There is no status called %(value)s."},
     )
-    # Free text behind a select: validating it costs no query, and MODEL_RE bounds its length.
+    # Free text behind a select: validating it costs no query, and its form bounds its length.
     model = forms.CharField(required=False, widget=forms.Select)
     member = forms.ModelChoiceField(
         queryset=get_user_model().objects.none(),
@@ -187,12 +187,7 @@ class HistoryFilterForm(forms.Form):
         return q
 
     def clean_model(self) -> str:
-        model = self.cleaned_data["model"].strip()
-        if model and not MODEL_RE.fullmatch(model):
-            raise forms.ValidationError(
-                "Give the model as owner/name, for example black-forest-labs/flux-schnell."
-            )
-        return model
+        return clean_model_name(self.cleaned_data["model"], required=False)
 
     def clean_until(self) -> date | None:
         until = self.cleaned_data["until"]

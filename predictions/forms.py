@@ -17,6 +17,14 @@ SEED_RANGE = 2**32
 MODEL_MESSAGE = "Give the model as owner/name, for example black-forest-labs/flux-schnell."
 
 
+def clean_model_name(value: str, required: bool = True) -> str:
+    """A model field's value, stripped: owner/name (or empty when not `required`)."""
+    model = value.strip()
+    if (model or required) and not MODEL_RE.fullmatch(model):
+        raise forms.ValidationError(MODEL_MESSAGE)
+    return model
+
+
 def provider_choices() -> list[tuple[str, str]]:
     """Every provider; the demo simulator only where it is the deployment's default (elsewhere
     no simulator runs)."""
@@ -201,10 +209,7 @@ class PredictionForm(forms.Form):
         return name
 
     def clean_model(self) -> str:
-        model = self.cleaned_data["model"].strip()
-        if not MODEL_RE.fullmatch(model):
-            raise forms.ValidationError(MODEL_MESSAGE)
-        return model
+        return clean_model_name(self.cleaned_data["model"])
 
     def clean_prompt(self) -> str:
         prompt = self.cleaned_data["prompt"].strip()
@@ -305,12 +310,9 @@ class NewImagesQuery(forms.Form):
 
     def clean_model(self) -> str | None:
         """The model to show: owner/name, "" for any model, None for the default."""
-        model = self.cleaned_data["model"].strip()
-        if model == "any":
+        if self.cleaned_data["model"].strip() == "any":
             return ""
-        if model and not MODEL_RE.fullmatch(model):
-            raise forms.ValidationError("Give the model as owner/name.")
-        return model or None
+        return clean_model_name(self.cleaned_data["model"], required=False) or None
 
 
 class RerunForm(forms.Form):
