@@ -8,9 +8,9 @@ from django.contrib.auth import get_user_model
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts.models import Membership, Team
-from accounts.teams import for_team
+from accounts.models import Team
 from predictions.client import provider_label
+from predictions.filters import date_field, member_field, team_members
 from predictions.forms import clean_model_name
 from predictions.models import RUNNING, Status
 
@@ -29,15 +29,6 @@ PRESETS = [
 ENDED = [(value, label) for value, label in Status.choices if value not in RUNNING]
 
 
-def team_members(request: HttpRequest):
-    """The team's members, by username, as the history's member filter has them."""
-    return (
-        get_user_model()
-        .objects.filter(memberships__in=for_team(request, Membership.objects.all()))
-        .order_by("username")
-    )
-
-
 class CostFilterForm(forms.Form):
     """The costs page's period (a preset, or from and to) and what it is narrowed to; the CSV
     export takes the same query."""
@@ -46,20 +37,10 @@ class CostFilterForm(forms.Form):
     names = ["period", "since", "until", "model", "member", "status"]
 
     period = forms.ChoiceField(choices=PRESETS, required=False, label="Period")
-    since = forms.DateField(
-        label="From", required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
-    until = forms.DateField(
-        label="To", required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
+    since = date_field("From")
+    until = date_field("To")
     model = forms.CharField(required=False, max_length=201, label="Model")
-    member = forms.ModelChoiceField(
-        queryset=get_user_model().objects.none(),
-        required=False,
-        to_field_name="username",
-        empty_label="Anyone",
-        error_messages={"invalid_choice": "No member of this team is called %(value)s."},
-    )
+    member = member_field()
     status = forms.ChoiceField(
         choices=[("", "Any status"), *ENDED],
         required=False,

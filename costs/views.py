@@ -9,9 +9,10 @@ from django.views.decorators.http import require_POST
 
 from accounts.models import AuditEvent, Role
 from accounts.teams import team_required
+from predictions.filters import team_members
 
 from .charts import day_columns
-from .forms import BudgetForm, CostFilterForm, PriceRuleForm, team_members
+from .forms import BudgetForm, CostFilterForm, PriceRuleForm
 from .models import Budget, DailyCost, month_of
 from .reports import Sums, build_report, csv_lines, estimate_request, price_list
 

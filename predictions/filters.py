@@ -87,6 +87,32 @@ def span(before: Cursor | None, through: Cursor | None) -> Q:
     return condition
 
 
+def team_members(request: HttpRequest) -> QuerySet:
+    """The team's members (removed ones included while they are still members), by name."""
+    return (
+        get_user_model()
+        .objects.filter(memberships__in=for_team(request, Membership.objects.all()))
+        .order_by("username")
+    )
+
+
+def member_field() -> forms.ModelChoiceField:
+    """A member of the team by username; its queryset is set per request (team_members)."""
+    return forms.ModelChoiceField(
+        queryset=get_user_model().objects.none(),
+        required=False,
+        to_field_name="username",
+        empty_label="Anyone",
+        error_messages={"invalid_choice": "No member of this team is called %(value)s."},
+    )
+
+
+def date_field(label: str) -> forms.DateField:
+    return forms.DateField(
+        label=label, required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+
+
 class CursorField(forms.CharField):
     default_error_messages = {
         "invalid": "This link points at a position in the list that does not exist. "
@@ -136,19 +162,9 @@ class HistoryFilterForm(forms.Form):
     )
     # Free text behind a select: validating it costs no query, and its form bounds its length.
     model = forms.CharField(required=False, widget=forms.Select)
-    member = forms.ModelChoiceField(
-        queryset=get_user_model().objects.none(),
-        required=False,
-        to_field_name="username",
-        empty_label="Anyone",
-        error_messages={"invalid_choice": "No member of this team is called %(value)s."},
-    )
-    since = forms.DateField(
-        label="From", required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
-    until = forms.DateField(
-        label="To", required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
+    member = member_field()
+    since = date_field("From")
+    until = date_field("To")
     before = CursorField(required=False)
     through = CursorField(required=False)
 
@@ -156,11 +172,7 @@ class HistoryFilterForm(forms.Form):
         super().__init__(data, label_suffix="")
         self.request = request
         # Only the team's members, removed ones included while they are still members.
-        self.fields["member"].queryset = (
-            get_user_model()
-            .objects.filter(memberships__in=for_team(request, Membership.objects.all()))
-            .order_by("username")
-        )
+        self.fields["member"].queryset = team_members(request)
         # A callable is read only when the select is rendered: a refresh costs no query for it.
         self.fields["model"].widget.choices = lambda: self.model_choices
 
