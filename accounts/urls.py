@@ -6,7 +6,8 @@ from . import views
 app_name = "accounts"
 urlpatterns = [
     path("sign-in/", views.sign_in, name="login"),
-    path("sign-out/", auth.LogoutView.as_view(), name="logout"),
+    path("sign-out/", views.sign_out, name="logout"),
+    path("demo-banner/dismiss", views.dismiss_demo_banner, name="dismiss_demo_banner"),
     path(
         "account/password/",
         auth.PasswordChangeView.as_view(

@@ -1,10 +1,12 @@
+from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import get_user_model, login
+from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.db import transaction
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
@@ -23,6 +25,9 @@ from .teams import SESSION_KEY, for_team, switch_team, team_object_or_404, team_
 
 User = get_user_model()
 
+# Set once the demo banner is dismissed; templates/base.html leaves the banner out while it is.
+DEMO_BANNER_DISMISSED = "demo_banner_dismissed"
+
 sign_in_view = LoginView.as_view(
     template_name="accounts/sign_in.html",
     authentication_form=SignInForm,
@@ -35,6 +40,29 @@ def sign_in(request):
     if not User.objects.exists():
         return redirect("accounts:setup")
     return sign_in_view(request)
+
+
+@require_POST
+def sign_out(request):
+    logout(request)
+    # After logout() flushed the session: the message travels in its own cookie.
+    messages.success(request, "You are signed out.")
+    return redirect(settings.LOGOUT_REDIRECT_URL)
+
+
+@require_POST
+def dismiss_demo_banner(request):
+    """Hide the demo banner for the rest of the session. Without JavaScript the form posts here
+    and comes back to its page; with htmx the banner is removed in place."""
+    request.session[DEMO_BANNER_DISMISSED] = True
+    if request.htmx:
+        return HttpResponse()
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        back = "predictions:index"
+    return redirect(back)
 
 
 def create_team(user, name: str) -> Team:

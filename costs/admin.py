@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Budget, DailyCost, PredictionCost, PriceRule
+from .models import Budget, DailyCost, PredictionCost, PriceRule, Repricing
 
 
 @admin.register(PriceRule)
@@ -15,6 +15,21 @@ class PriceRuleAdmin(admin.ModelAdmin):
         if obj is None:
             return []
         return ["team", "provider", "model", "unit", "amount", "currency", "effective_from"]
+
+
+@admin.register(Repricing)
+class RepricingAdmin(admin.ModelAdmin):
+    """Price changes being applied, and those done: saving a rule records them, workers do them."""
+
+    list_display = ["team", "provider", "model", "since", "requested_at", "done_at"]
+    list_filter = ["provider"]
+    raw_id_fields = ["team"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(PredictionCost)

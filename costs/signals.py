@@ -27,7 +27,7 @@ def lock_roll_ups(sender, instance: PredictionCost, **kwargs) -> None:
 @receiver(post_delete, sender=PredictionCost)
 def subtract_deleted_cost(sender, instance: PredictionCost, **kwargs) -> None:
     """A deleted cost (with its prediction) leaves the roll-ups in the same transaction."""
-    DailyCost.move(instance, None)
+    DailyCost.move((instance, None))
 
 
 @receiver(pre_delete, sender=settings.AUTH_USER_MODEL)

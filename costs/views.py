@@ -1,5 +1,6 @@
 from collections import defaultdict
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -13,7 +14,7 @@ from predictions.filters import team_members
 
 from .charts import day_columns
 from .forms import BudgetForm, CostFilterForm, PriceRuleForm
-from .models import Budget, DailyCost, month_of
+from .models import Budget, DailyCost, Repricing, month_of
 from .reports import Sums, build_report, csv_lines, estimate_request, price_list
 
 
@@ -25,14 +26,25 @@ def index(request):
     if not form.is_valid():
         return render(request, "costs/index.html", {"form": form}, status=400)
     members = set(form.fields["member"].queryset.values_list("pk", flat=True))
+    team_id = request.membership.team_id
     report = build_report(
-        request.membership.team_id,
+        team_id,
         form.chosen_period,
         form.filters(),
         form.history_params(),
         members,
     )
-    context = {"form": form, "report": report, "chart": day_columns(report.days, report.currency)}
+    # A price change still being applied may move this period's figures.
+    repricing_since = Repricing.pending_since(team_id, form.filters().get("model", ""))
+    if repricing_since and repricing_since > report.period.last:
+        repricing_since = None
+    context = {
+        "form": form,
+        "report": report,
+        "chart": day_columns(report.days, report.currency),
+        "time_zone": settings.TIME_ZONE,
+        "repricing_since": repricing_since,
+    }
     return render(request, "costs/index.html", context)
 
 
@@ -69,24 +81,32 @@ def prices(request):
 
 
 def prices_page(request, form: PriceRuleForm | None, status: int = 200):
-    context = {"models": price_list(request.membership.team_id, timezone.now()), "form": form}
+    team_id = request.membership.team_id
+    context = {
+        "models": price_list(team_id, timezone.now()),
+        "form": form,
+        "time_zone": settings.TIME_ZONE,
+        "repricing_since": Repricing.pending_since(team_id),
+    }
     return render(request, "costs/prices.html", context, status=status)
 
 
 @team_required(Role.OWNER)
 @require_POST
 def add_price(request):
-    """A new team rule: prices change by new rules, so what was spent before stays as it was."""
+    """A new team rule: prices change by new rules, so what was spent before stays as it was.
+    One dated in the past has the costs it covers priced again in the background."""
     team = request.membership.team
     form = PriceRuleForm(request.POST, team=team)
     if not form.is_valid():
         return prices_page(request, form, status=400)
     rule = form.save()
+    start = timezone.localtime(rule.effective_from, timezone.get_default_timezone())
     AuditEvent.record(
         team,
         request.user,
         "price_rule_added",
-        f"{request.user} priced {rule} from {rule.effective_from:%Y-%m-%d %H:%M} UTC",
+        f"{request.user} priced {rule} from {start:%Y-%m-%d %H:%M} {settings.TIME_ZONE}",
     )
     messages.success(request, f"Added the price {rule}.")
     return redirect("costs:prices")
@@ -129,6 +149,7 @@ def budgets_page(request, form: BudgetForm | None = None, status: int = 200):
     ]
     context = {
         "month": first,
+        "time_zone": settings.TIME_ZONE,
         "team_usage": team_budget.usage() if team_budget else None,
         "limits": limits,
         "form": form,

@@ -1,5 +1,6 @@
-"""Logs never hold a share link's token: the token is the link's only credential, and only its
-hash is stored, so it must not sit in plain text in a log either."""
+"""Logging filters. Logs never hold a share link's token: the token is the link's only credential,
+and only its hash is stored, so it must not sit in plain text in a log either. Expected refusals
+are one line each."""
 
 import logging
 import re
@@ -19,4 +20,14 @@ class HideShareTokens(logging.Filter):
         masked = hide_share_tokens(message)
         if masked != message:
             record.msg, record.args = masked, None
+        return True
+
+
+class OneLineRefusals(logging.Filter):
+    """On django.request: a 403 or 404 is an expected refusal (a viewer's missing role, another
+    team's id, a revoked share link), worth one line, not the traceback Django attaches to it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "status_code", None) in (403, 404):
+            record.exc_info, record.exc_text = None, None
         return True

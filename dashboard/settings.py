@@ -247,7 +247,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "filters": {"hide_share_tokens": {"()": "dashboard.logging.HideShareTokens"}},
+    "filters": {
+        "hide_share_tokens": {"()": "dashboard.logging.HideShareTokens"},
+        "one_line_refusals": {"()": "dashboard.logging.OneLineRefusals"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
@@ -259,6 +262,7 @@ LOGGING = {
     "loggers": {
         # runserver's request lines, through the handler above (Django's own has no filter).
         "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.request": {"filters": ["one_line_refusals"]},
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
         # One line per task and per beat tick (every second) drowns everything else.
@@ -361,12 +365,23 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": ARCHIVE_SWEEP_INTERVAL,
         "options": {"expires": ARCHIVE_SWEEP_INTERVAL * 5},
     },
+    # Saving a price rule wakes the repricer itself: this sweep is for lost wake-ups and for
+    # workers that died mid-repricing (their lease, costs.models.REPRICING_LEASE, runs out).
+    "reprice-due-costs": {
+        "task": "costs.tasks.reprice_due",
+        "schedule": 10.0,
+        "options": {"expires": 50.0},
+    },
 }
 
 # --- Web security ----------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Sessions are read from the cache and written through to the database: a live list's
+# once-a-second question costs no session query, and a flushed or dead cache signs nobody out
+# (dashboard/sessions.py).
+SESSION_ENGINE = "dashboard.sessions"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
@@ -451,6 +466,8 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "darkroom",
+            # A dead Redis answers at once rather than holding a request.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     }
 else:

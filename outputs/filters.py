@@ -19,6 +19,12 @@ class GalleryFilterForm(HistoryFilterForm):
     status = None
     starred = forms.BooleanField(label="Starred only", required=False)
 
+    @property
+    def shows_running(self) -> bool:
+        """The team's running predictions hold their places until their images come; none
+        can be starred yet."""
+        return not self.cleaned_data.get("starred")
+
     def shown(self, predictions: QuerySet) -> QuerySet:
         """Succeeded predictions with an output to show: a saved copy, or, until it is saved,
         the provider's file while the provider still has it."""

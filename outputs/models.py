@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from dashboard import leases
+from predictions.live import team_changed
 from predictions.models import Prediction
 
 from . import images
@@ -313,12 +314,17 @@ class Output(models.Model):
             # Predictions first, then outputs: the order the poller locks them in (a provider's
             # answer updates its prediction, then records its outputs), so the two never
             # deadlock. A touch for an update that then matches nothing costs nothing visible.
-            touch_predictions(list(outputs.values_list("prediction_id", flat=True)))
+            touch_predictions(list(outputs.values_list("prediction_id", "team_id")))
             return outputs.update(**fields)
 
 
-def touch_predictions(pks: list[int]) -> None:
-    Prediction.objects.filter(pk__in=pks).update(updated_at=timezone.now())
+def touch_predictions(touched: list[tuple[int, int]]) -> None:
+    """Mark predictions changed, given as (prediction id, team id) pairs: their pages and their
+    teams' lists refresh."""
+    Prediction.objects.filter(pk__in=[pk for pk, _team in touched]).update(
+        updated_at=timezone.now()
+    )
+    team_changed(*(team for _pk, team in touched))
 
 
 def source_for_download(prediction: Prediction, url: str) -> tuple[str, list[str]]:

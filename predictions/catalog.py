@@ -24,12 +24,32 @@ class Input:
     required_message: str = ""
 
 
+# The longest prompt the form sends, in characters. The models' schemas state no limit, but their
+# text encoders read a few hundred tokens (FLUX's T5: 256 for schnell, 512 for the others; SDXL's
+# CLIP: 77) and drop the rest: 2,000 characters is beyond what any of them reads, and catches
+# text pasted by mistake. A model run by owner/name gets ANY_MODEL_PROMPT_LENGTH.
+PROMPT_LENGTH = 2000
+ANY_MODEL_PROMPT_LENGTH = 10_000
+
+
 @dataclass(frozen=True)
 class CatalogModel:
     name: str  # owner/name, as the provider's API takes it
     label: str
     description: str
     inputs: tuple[Input, ...]
+    prompt_length: int = PROMPT_LENGTH
+
+    def takes(self, name: str) -> bool:
+        return any(spec.name == name for spec in self.inputs)
+
+    def at_default(self, name: str, value: str) -> bool:
+        """Whether `value`, as a form sends it, is what this model's input `name` starts at."""
+        spec = next((spec for spec in self.inputs if spec.name == name), None)
+        if spec is None or spec.default is None:
+            return False
+        default = spec.default
+        return value == (str(default).lower() if isinstance(default, bool) else str(default))
 
 
 FLUX_ASPECT_RATIOS = (

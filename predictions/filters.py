@@ -16,9 +16,10 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib.auth import get_user_model
 from django.db import connections
-from django.db.models import Count, Max, Prefetch, Q, QuerySet
+from django.db.models import Count, Max, Prefetch, Q, QuerySet, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KT
+from django.db.models.functions import StrIndex, Upper
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -26,6 +27,7 @@ from accounts.models import Membership
 from accounts.teams import for_team
 
 from .forms import clean_model_name
+from .live import team_marker
 from .models import RUNNING, Prediction, Status
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -33,6 +35,8 @@ MICROSECOND = timedelta(microseconds=1)
 CURSOR_RE = re.compile(r"(\d{1,16})-(\d{1,18})")
 # Three letters or digits in a row (not underscores, which trigrams skip as they do punctuation).
 SEARCHABLE_RE = re.compile(r"[^\W_]{3}")
+# The words of a search, as pg_trgm splits text into words.
+WORD_RE = re.compile(r"[^\W_]+")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,16 @@ class Cursor:
         return Q(submitted_at__lte=self.submitted_at) & (
             Q(submitted_at__lt=self.submitted_at) | Q(pk__lt=self.pk)
         )
+
+    def newer(self) -> Q:
+        """Strictly newer than this position."""
+        return Q(submitted_at__gte=self.submitted_at) & (
+            Q(submitted_at__gt=self.submitted_at) | Q(pk__gt=self.pk)
+        )
+
+    def just_above(self) -> "Cursor":
+        """The `before` that keeps this position and nothing newer: a chunk's upper bound."""
+        return Cursor(self.submitted_at, self.pk + 1)
 
     def this_or_newer(self) -> Q:
         return Q(submitted_at__gte=self.submitted_at) & (
@@ -131,6 +145,20 @@ class CursorField(forms.CharField):
 
 
 @dataclass
+class Arrivals:
+    """What arrived in a list since it was rendered: the predictions newer than the newest it
+    shows (`after`) that its filters let through."""
+
+    count: int
+    # The newest of them, where the next question starts; `after` itself if none.
+    newest: Cursor
+    # Whether they go into the list at once (its reader is at the top, without filters) rather
+    # than being counted in the "N new" bar.
+    shown_at_once: bool
+    query: str
+
+
+@dataclass
 class Chunk:
     """One page of a list as the browser holds it: the predictions from `before` (exclusive,
     None for the newest) back to `through` (inclusive)."""
@@ -167,6 +195,13 @@ class HistoryFilterForm(forms.Form):
     until = date_field("To")
     before = CursorField(required=False)
     through = CursorField(required=False)
+    # The list's question about arrivals: predictions newer than `after`; with `hold`, its
+    # reader has scrolled down, so they are counted rather than shown.
+    after = CursorField(required=False)
+    hold = forms.BooleanField(required=False, widget=forms.HiddenInput)
+    # Whether the list shows running predictions that its filters would not show (the gallery
+    # shows them as placeholders, until their images come).
+    shows_running = False
 
     def __init__(self, data, *, request: HttpRequest) -> None:
         super().__init__(data, label_suffix="")
@@ -222,9 +257,7 @@ class HistoryFilterForm(forms.Form):
         data = self.cleaned_data
         predictions = for_team(self.request, Prediction.objects.all())
         if data["q"]:
-            predictions = predictions.alias(prompt_text=KT("input__prompt")).filter(
-                prompt_text__icontains=data["q"]
-            )
+            predictions = prompt_search(predictions, data["q"])
         if data["model"]:
             predictions = predictions.filter(model=data["model"])
         if data["member"]:
@@ -248,11 +281,14 @@ class HistoryFilterForm(forms.Form):
 
     def chunk(self) -> Chunk:
         """The page the URL asks for. Without `through`, the next `page_size` predictions from
-        `before`; with it, the whole range, as a refresh of a chunk already on screen."""
+        `before`; with it, the whole range, as a refresh of a chunk already on screen.
+
+        A chunk refreshes within the range it was rendered with: the newest chunk up to its
+        newest prediction, so its own refreshes never move the page. What arrives above it is
+        the list's arrivals' business (`arrivals`)."""
         data = self.cleaned_data
         shown = self.shown(self.watched()).filter(span(data["before"], data["through"]))
-        shown = shown.select_related("submitted_by").prefetch_related(self.outputs())
-        shown = shown.defer("logs").order_by("-submitted_at", "-id")
+        shown = self.loaded(shown)
         if data["through"]:
             predictions, has_older, through = list(shown), False, data["through"]
         else:
@@ -261,27 +297,94 @@ class HistoryFilterForm(forms.Form):
             predictions = predictions[: self.page_size]
             through = Cursor.of(predictions[-1]) if has_older else FIRST
         unfinished = self.watched().filter(span(data["before"], through), status__in=RUNNING)
+        if self.shows_running:
+            # Few at a time: what the team is running now.
+            running = self.loaded(unfinished.exclude(pk__in=[p.pk for p in predictions]))
+            predictions = sorted(
+                [*predictions, *running[: self.page_size]],
+                key=lambda p: (p.submitted_at, p.pk),
+                reverse=True,
+            )
         # Outputs the archive will still try: their tiles change once their copies are saved.
         archiving = any(output.retrying for p in predictions for output in p.outputs.all())
         last = Cursor.of(predictions[-1]) if predictions else None
+        top = data["before"] or (Cursor.of(predictions[0]).just_above() if predictions else None)
         return Chunk(
             predictions=predictions,
             before=data["before"],
             through=through,
             has_older=has_older,
-            watching=archiving or unfinished.exists(),
+            watching=archiving or unfinished.filter(span(top, through)).exists(),
             query=self.query(),
-            refresh_query=self.query(before=data["before"], through=through),
+            refresh_query=self.query(before=top, through=through),
             older_query=self.query(before=last),
+        )
+
+    def loaded(self, predictions: QuerySet) -> QuerySet:
+        """`predictions` newest first, with what a row or a tile shows of them."""
+        predictions = predictions.select_related("submitted_by").prefetch_related(self.outputs())
+        return predictions.defer("logs").order_by("-submitted_at", "-id")
+
+    # --- Arrivals --------------------------------------------------------------------------
+
+    def listed(self, predictions: QuerySet) -> QuerySet:
+        """Those of `predictions` the list shows: what the filters let through and, on a list
+        that shows them, the running ones."""
+        shown = self.shown(predictions)
+        if self.shows_running:
+            return predictions.filter(Q(pk__in=shown.values("pk")) | Q(status__in=RUNNING))
+        return shown
+
+    def first_arrivals(self, chunk: Chunk) -> Arrivals:
+        """The arrivals question of a list whose newest chunk is `chunk`: nothing yet, after
+        the newest prediction it shows."""
+        newest = Cursor.of(chunk.predictions[0]) if chunk.predictions else FIRST
+        return self.arrivals_after(newest, chunk.through, 0)
+
+    def arrivals(self, held: bool = False) -> Arrivals:
+        """What arrived after the URL's `after`, for the list whose newest chunk ends at
+        `through`; `held`: counted whatever the reader's place."""
+        data = self.cleaned_data
+        newer = self.listed(self.watched().filter(data["after"].newer()))
+        newest = newer.order_by("-submitted_at", "-id").values_list("submitted_at", "pk")
+        found = list(newest[: self.arrivals_shown + 1])
+        cursor = Cursor(*found[0]) if found else data["after"]
+        return self.arrivals_after(cursor, data["through"] or FIRST, len(found), held)
+
+    # "99+ new": beyond this, the exact number matters less than reloading.
+    arrivals_shown = 99
+
+    # Past this many rows, the newest chunk takes no more arrivals: they are counted instead.
+    @property
+    def longest_chunk(self) -> int:
+        return 2 * self.page_size
+
+    def arrivals_after(
+        self, newest: Cursor, through: Cursor, count: int, held: bool = False
+    ) -> Arrivals:
+        held = held or self.cleaned_data.get("hold") or self.is_filtered
+        # Shown at once, the arrivals join the newest chunk: the next question starts from them.
+        after = newest if not held else (self.cleaned_data.get("after") or newest)
+        return Arrivals(
+            count=count,
+            newest=newest,
+            shown_at_once=not held,
+            query=self.query(after=after, through=through),
         )
 
     def version(self) -> str | None:
         """A cheap stand-in for a chunk refresh's content (the ETag), None for anything else.
 
+        An arrivals question's is the team's change marker (predictions.live): read from the
+        cache, before the form is even validated, so an unchanged list costs no query for it.
+
         The watched range's count and latest change: a prediction that changes, finishes,
         appears or leaves moves one of them, and the ORM writes bump `updated_at` (as does a
         change to one of its outputs).
         """
+        if self.request.htmx and self.data.get("after"):
+            marker = team_marker(self.request.membership.team_id)
+            return marker and f"{marker}-{self.request.membership.role}"
         if not (self.request.htmx and self.is_valid() and self.cleaned_data["through"]):
             return None
         data = self.cleaned_data
@@ -299,6 +402,29 @@ class HistoryFilterForm(forms.Form):
     @property
     def is_filtered(self) -> bool:
         return any(self.data.get(name) for name in self.filter_names)
+
+
+def prompt_search(predictions: QuerySet, text: str) -> QuerySet:
+    """Those of `predictions` whose prompt contains `text`, in any case.
+
+    On PostgreSQL the trigram index of migration 0004 serves a LIKE on the prompt: it reads the
+    index's list of rows for each trigram pg_trgm takes from the pattern. Around a space it
+    takes word-boundary trigrams too: "  o", " ow" and "ny " for "tiny owl", and the list of a
+    common word's start (a third of the prompts have a word starting with "o") is long: 7 of
+    the 12 ms that "tiny owl" took at 1,000,000 predictions. So where every word has 3 letters
+    or more, the index is asked for each word alone (only the trigrams inside it, 2 ms), and
+    the rows found are checked for the words as typed, with STRPOS, which no index serves: the
+    search took 5 ms. A shorter word ("tiny at") has trigrams only with its boundaries, so such
+    a search asks the index for the words as typed.
+    """
+    predictions = predictions.alias(prompt_text=KT("input__prompt"))
+    words = WORD_RE.findall(text)
+    if len(words) < 2 or any(len(word) < 3 for word in words):
+        return predictions.filter(prompt_text__icontains=text)
+    for word in words:
+        predictions = predictions.filter(prompt_text__icontains=word)
+    found_at = StrIndex(Upper("prompt_text"), Upper(Value(text)))
+    return predictions.alias(found_at=found_at).filter(found_at__gt=0)
 
 
 def distinct_values(queryset: QuerySet, field: str) -> list:

@@ -1,14 +1,19 @@
 import json
+import re
 import uuid
+from dataclasses import dataclass
+from difflib import SequenceMatcher
 from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
 from django.conf import settings
-from django.core.validators import URLValidator
+from django.core.validators import MaxLengthValidator, URLValidator
+from django.db.models import QuerySet
 
 from accounts.models import Team
 
-from .catalog import CATALOG, DEFAULT_MODEL, CatalogModel, Input
+from .catalog import ANY_MODEL_PROMPT_LENGTH, CATALOG, DEFAULT_MODEL, CatalogModel, Input
 from .client import MODEL_RE, ProviderNotConfigured
 from .models import Prediction
 
@@ -98,6 +103,14 @@ def initial_value(spec: Input, value: Any) -> Any:
     return value
 
 
+class PromptLengthValidator(MaxLengthValidator):
+    """Counts a line break as one character, as the page's counter does: browsers send a
+    textarea's line breaks as two (CR LF)."""
+
+    def clean(self, x: str) -> int:
+        return len(x.replace("\r\n", "\n"))
+
+
 def refuse_constant(name: str):
     """NaN and Infinity are not JSON, though Python's parser takes them."""
     raise ValueError(f"{name} is not a JSON number: give a finite number.")
@@ -161,9 +174,13 @@ class PredictionForm(forms.Form):
         else:
             model = self.initial.setdefault("model", DEFAULT_MODEL)
         self.catalog_model: CatalogModel | None = CATALOG.get(model.strip())
+        self.limit_prompt(
+            self.catalog_model.prompt_length if self.catalog_model else ANY_MODEL_PROMPT_LENGTH
+        )
         if self.catalog_model is None:
             return
-        self.fields["model"].widget = forms.HiddenInput()
+        # Never restored by a browser's back button into another model's inputs.
+        self.fields["model"].widget = forms.HiddenInput(attrs={"autocomplete": "off"})
         extra = self.fields["extra_input"]
         extra.label = "Other inputs (JSON)"
         extra.widget.attrs["rows"] = 3
@@ -176,16 +193,57 @@ class PredictionForm(forms.Form):
             if spec.default is not None:
                 self.fields[spec.name].initial = initial_value(spec, spec.default)
 
+    def limit_prompt(self, length: int) -> None:
+        """Cap the prompt at what the model reads (the catalog says), in the browser too."""
+        prompt = self.fields["prompt"]
+        prompt.max_length = length
+        prompt.validators.append(
+            PromptLengthValidator(
+                length,
+                f"Keep the prompt to {length:,} characters: the model reads no more "
+                "(this one has %(show_value)s).",
+            )
+        )
+        prompt.widget.attrs.update({"maxlength": str(length), "data-counter": ""})
+
+    @classmethod
+    def switching(cls, model: str | None, values: dict[str, Any], team: Team) -> "PredictionForm":
+        """A fresh form for `model` (None: the default) that keeps `values`, the inputs of the
+        model it replaces (`values["previous"]`), where the new model takes them too (aspect
+        ratio, seed, format...). An input the new model does not take, or not with that value,
+        is dropped, as is one left at the old model's default: the new model starts from its
+        own (flux-dev's 28 steps are not schnell's 4)."""
+        model = DEFAULT_MODEL if model is None else model
+        catalog_model = CATALOG.get(model)
+        previous = CATALOG.get(str(values.get("previous", "")))
+        kept = {}
+        for spec in catalog_model.inputs if catalog_model else ():
+            value = values.get(spec.name)
+            if value in (None, "") or (previous and previous.at_default(spec.name, value)):
+                continue
+            try:
+                input_field(spec).clean(value)
+            except forms.ValidationError:
+                continue
+            kept[spec.name] = value
+        if values.get("extra_input") and catalog_model:
+            kept["extra_input"] = values["extra_input"]
+        return cls(team=team, initial={"model": model, **kept})
+
     @classmethod
     def tweaking(cls, prediction: Prediction, team: Team) -> "PredictionForm":
-        """A fresh form holding `prediction`'s provider, model and input, to change and send."""
+        """A fresh form holding `prediction`'s provider, model and input, to change and send;
+        with the seed it used, where the model takes one and it was drawn at random."""
         input = dict(prediction.input)
+        catalog_model = CATALOG.get(prediction.model)
+        drawn = catalog_model and catalog_model.takes("seed") and "seed" not in input
+        if drawn and (seed := prediction.seed_used) is not None:
+            input["seed"] = seed
         initial = {
             "provider": prediction.provider,
             "model": prediction.model,
             "prompt": input.pop("prompt", ""),
         }
-        catalog_model = CATALOG.get(prediction.model)
         for spec in catalog_model.inputs if catalog_model else ():
             if spec.name in input:
                 initial[spec.name] = initial_value(spec, input.pop(spec.name))
@@ -338,3 +396,183 @@ class LogCursorForm(forms.Form):
 
     cursor = log_offset_field("cursor")
     bar = log_offset_field("bar")
+
+
+# --- Compare -------------------------------------------------------------------------------
+
+COMPARE_LEAST, COMPARE_MOST = 2, 4
+# A BIGINT's range: a larger number is no prediction's, and PostgreSQL refuses to look it up.
+LARGEST_PK = 2**63 - 1
+COMPARE_HOW = "Tick images of two to four predictions in the gallery, then press Compare."
+
+
+class PredictionNumbersField(forms.Field):
+    """A repeated query parameter of prediction numbers (`?p=12&p=15`), in the order given."""
+
+    widget = forms.MultipleHiddenInput
+    default_error_messages = {"invalid": "“%(value)s” is not a prediction number."}
+
+    def to_python(self, value) -> list[int]:
+        numbers = []
+        for item in value or ():
+            text = str(item).strip()
+            if not (text.isascii() and text.isdigit() and 0 < int(text) <= LARGEST_PK):
+                params = {"value": str(item)[:30]}
+                raise forms.ValidationError(self.error_messages["invalid"], "invalid", params)
+            numbers.append(int(text))
+        return numbers
+
+
+class CompareForm(forms.Form):
+    """The compare page's query: two to four different predictions, shown in the order given."""
+
+    p = PredictionNumbersField(
+        error_messages={"required": f"Choose the predictions to compare. {COMPARE_HOW}"}
+    )
+
+    def clean_p(self) -> list[int]:
+        numbers = self.cleaned_data["p"]
+        if twice := next((n for i, n in enumerate(numbers) if n in numbers[:i]), None):
+            raise forms.ValidationError(
+                f"Prediction {twice} is named twice: compare different predictions."
+            )
+        if not COMPARE_LEAST <= len(numbers) <= COMPARE_MOST:
+            raise forms.ValidationError(
+                f"Compare takes two to four predictions, not {len(numbers)}. {COMPARE_HOW}"
+            )
+        return numbers
+
+    def comparison(self, predictions: QuerySet) -> "Comparison | None":
+        """The chosen predictions, found among `predictions` (the team's), side by side; None
+        if one of them is not there."""
+        numbers = self.cleaned_data["p"]
+        found = predictions.in_bulk(numbers)
+        if len(found) < len(numbers):
+            return None
+        return Comparison([found[number] for number in numbers])
+
+
+@dataclass(frozen=True)
+class ComparedValue:
+    """One prediction's value in a row of the compare page: its words and the spaces between
+    them, each word marked where the row's other values do not have it. No parts: not set."""
+
+    parts: list[tuple[str, bool]]
+    note: str = ""
+
+    @property
+    def text(self) -> str:
+        return "".join(piece for piece, _ in self.parts)
+
+
+@dataclass(frozen=True)
+class ComparedRow:
+    label: str
+    values: list[ComparedValue]
+    is_input: bool  # the label is an input's own name, shown as code
+    unset: str  # what a value without parts says
+
+    @property
+    def differs(self) -> bool:
+        return len({value.text for value in self.values}) > 1
+
+
+def shown_value(value: Any) -> str:
+    """An input's value as the page shows it: text as it is, anything else as JSON; "" for
+    an input not sent."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def marked_words(texts: list[str]) -> list[list[tuple[str, bool]]]:
+    """Each text as (piece, marked) pairs: its words and the spaces between them, a word marked
+    unless every other text has it in the same place (difflib's longest matching runs)."""
+    pieces = [re.findall(r"\s+|\S+", text) for text in texts]
+    words = [[piece for piece in own if not piece.isspace()] for own in pieces]
+    marked = []
+    for i, own in enumerate(pieces):
+        shared = set(range(len(words[i])))
+        for j, other in enumerate(words):
+            if j != i:
+                blocks = SequenceMatcher(None, words[i], other, autojunk=False)
+                shared &= {
+                    k for a, _, size in blocks.get_matching_blocks() for k in range(a, a + size)
+                }
+        parts, word = [], 0
+        for piece in own:
+            if piece.isspace():
+                parts.append((piece, False))
+            else:
+                parts.append((piece, word not in shared))
+                word += 1
+        marked.append(parts)
+    return marked
+
+
+def compared_row(
+    label: str,
+    texts: list[str],
+    notes: list[str] | None = None,
+    is_input: bool = False,
+    unset: str = "not set",
+) -> ComparedRow:
+    notes = notes or [""] * len(texts)
+    values = [
+        ComparedValue(parts, note) for parts, note in zip(marked_words(texts), notes, strict=True)
+    ]
+    return ComparedRow(label, values, is_input, unset)
+
+
+class Comparison:
+    """Two to four predictions side by side: their outputs by index, then what was asked of
+    each. Model and seed always show, and every input that differs, its differing words marked;
+    inputs the same in all are listed once, in `same`."""
+
+    def __init__(self, predictions: list[Prediction]) -> None:
+        self.predictions = predictions
+        asked = [compared_row("Provider", [p.provider_label for p in predictions])]
+        for name in self.input_names():
+            values = [shown_value(p.input.get(name)) for p in predictions]
+            asked.append(compared_row(name, values, is_input=True))
+        self.rows = [
+            compared_row("Model", [p.model for p in predictions]),
+            self.seed_row(),
+            *(row for row in asked if row.differs),
+        ]
+        self.same = [row for row in asked if not row.differs and row.values[0].text]
+
+    def input_names(self) -> list[str]:
+        """Every input of the predictions but the seed (a row of its own), the prompt first."""
+        names = dict.fromkeys(["prompt"])
+        for prediction in self.predictions:
+            names.update(dict.fromkeys(prediction.input))
+        names.pop("seed", None)
+        return list(names)
+
+    def seed_row(self) -> ComparedRow:
+        """The seed each one used: the one asked for, or the one the model drew (its logs)."""
+        seeds = [p.seed_used for p in self.predictions]
+        notes = [
+            "drawn at random" if seed is not None and "seed" not in p.input else ""
+            for p, seed in zip(self.predictions, seeds, strict=True)
+        ]
+        return compared_row("Seed", [shown_value(seed) for seed in seeds], notes, unset="unknown")
+
+    @property
+    def output_rows(self) -> list[list]:
+        """The outputs by index: row n holds each prediction's output n, or None."""
+        outputs = [list(p.outputs.all()) for p in self.predictions]
+        most = max(len(own) for own in outputs)
+        return [[own[n] if n < len(own) else None for own in outputs] for n in range(most)]
+
+    @property
+    def columns(self) -> list[tuple[Prediction, str]]:
+        """Each prediction, and the query of this comparison without it (with more than two)."""
+        numbers = [p.pk for p in self.predictions]
+        if len(numbers) == COMPARE_LEAST:
+            return [(prediction, "") for prediction in self.predictions]
+        return [
+            (prediction, urlencode({"p": [n for n in numbers if n != prediction.pk]}, doseq=True))
+            for prediction in self.predictions
+        ]

@@ -10,6 +10,10 @@ sent, plus where the latest bar's last finished line starts (`bar_line`), since 
 still update that bar (`#log-bar-current` on the page). `read_log(logs, cursor, bar_line)`
 parses from the start of the line the cursor is in, so a finished line is parsed once and a
 line still being written once per fetch: the work is linear in the text read.
+
+A bar is live while the viewer may still update it: the latest bar (or one in the line still
+being written) of a running prediction. Only a live bar shows its ETA; any other bar below 100%
+stopped there (see `log-bar` in templates/predictions/detail.html).
 """
 
 import re
@@ -40,6 +44,8 @@ UNSIZED_RE = re.compile(
     r"\[(?P<elapsed>\d+:\d{2}(?::\d{2})?),\s*(?P<rate>(?:[\d.]+|\?)\s?[A-Za-z]*/s|[\d.]+s/[A-Za-z]+)"
     r"(?:,\s*(?P<postfix>[^\]]*))?\]"
 )
+# How models say which seed they picked when the input left it blank.
+SEED_RE = re.compile(r"Using seed:?\s*(\d+)", re.IGNORECASE)
 
 
 @dataclass(slots=True)
@@ -61,6 +67,11 @@ class Progress:
     rate: str | None
     postfix: str = ""
     is_progress = True
+
+    @property
+    def is_unfinished(self) -> bool:
+        """True while a bar with a total has not reached it."""
+        return self.percent is not None and self.percent < 100
 
     def continues(self, earlier: "Progress") -> bool:
         """True if this is a later state of the bar `earlier`, not a new bar."""
@@ -112,6 +123,12 @@ class LogChunk:
     @property
     def partial_items(self) -> list[Item]:
         return [] if self.partial is None else [self.partial]
+
+
+def printed_seed(logs: str) -> int | None:
+    """The seed a log says the model used (`Using seed: 12345`); None if it names none."""
+    match = SEED_RE.search(logs)
+    return int(match[1]) if match else None
 
 
 def strip_escapes(text: str) -> str:

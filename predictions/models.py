@@ -16,6 +16,8 @@ from django.conf import settings
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.db.models.expressions import Combinable
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -30,6 +32,8 @@ from .client import (
     provider_label,
     validate_model,
 )
+from .live import team_changed
+from .logs import printed_seed
 from .signals import changed
 
 
@@ -81,8 +85,13 @@ def error_backoff(errors: int, retry_after: float | None) -> timedelta:
 class Prediction(models.Model):
     # Who and where.
     team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="predictions")
+    # Indexed by prediction_member_idx, whose first column it is.
     submitted_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_index=False,
     )
     provider = models.CharField(max_length=20)
     # One per submitted form: a double-clicked or replayed form finds the same predictions.
@@ -143,6 +152,10 @@ class Prediction(models.Model):
             # descent per model: filters.distinct_values()).
             models.Index(
                 fields=["team", "model", "-submitted_at", "-id"], name="prediction_model_idx"
+            ),
+            # A member's latest predictions: the studio's results, the history's member filter.
+            models.Index(
+                fields=["submitted_by", "-submitted_at", "-id"], name="prediction_member_idx"
             ),
             # Prompt search (`q`) has a pg_trgm index on PostgreSQL, which SQLite cannot have:
             # migration 0004 makes it, so it is not declared here.
@@ -217,6 +230,15 @@ class Prediction(models.Model):
     def extra_metrics(self) -> dict[str, Any]:
         """The provider's metrics other than those with fields of their own."""
         return {k: v for k, v in self.metrics.items() if k not in ("predict_time", "image_count")}
+
+    @property
+    def seed_used(self) -> int | None:
+        """The seed the model ran with: the input's, else the one the model printed when it
+        picked one (`Using seed: 12345`); None while neither says."""
+        seed = self.input.get("seed")
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            return seed
+        return printed_seed(self.logs)
 
     # --- The same request, by hand -------------------------------------------------------
 
@@ -531,7 +553,39 @@ print(prediction["status"], prediction["output"] or prediction["error"])
         if bound_to_claim and self.claim is not None:
             condition &= Q(claims=self.claim)
         fields.setdefault("updated_at", timezone.now())
-        return bool(type(self).objects.filter(condition, pk=self.pk).update(**fields))
+        listed = any(
+            name in LISTED_FIELDS
+            and not isinstance(value, Combinable)
+            and getattr(self, name, None) != value
+            for name, value in fields.items()
+        )
+        if not type(self).objects.filter(condition, pk=self.pk).update(**fields):
+            return False
+        if listed:
+            team_changed(self.team_id)
+        return True
+
+
+# What the team's lists show of a prediction: a change to one of these moves the team's change
+# marker (predictions.live). A poll that only brings more log lines does not.
+LISTED_FIELDS = {
+    "status",
+    "output",
+    "error",
+    "metrics",
+    "predict_time",
+    "image_count",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "data_removed",
+}
+
+
+@receiver([post_save, post_delete], sender=Prediction)
+def mark_team_changed(sender, instance: Prediction, **kwargs) -> None:
+    """A new, saved or deleted prediction changes its team's lists."""
+    team_changed(instance.team_id)
 
 
 def describe_error(error: Any) -> str:

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.db import IntegrityError, transaction
 from django.db.models.functions import Length
-from django.http import HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import condition, require_POST
@@ -18,10 +18,11 @@ from accounts.teams import for_team, team_object_or_404, team_required
 from .catalog import CATALOG
 from .client import ProviderNotConfigured
 from .filters import HistoryFilterForm
-from .forms import LogCursorForm, NewImagesQuery, PredictionForm, RerunForm
+from .forms import CompareForm, LogCursorForm, NewImagesQuery, PredictionForm, RerunForm
 from .logs import TAIL, read_log
 from .models import RUNNING, Prediction
 from .signals import submitting
+from .studio import StudioResults
 from .tasks import wake_dispatcher
 
 
@@ -48,14 +49,14 @@ def submit(request):
     team = request.membership.team
     form = PredictionForm(request.POST, team=team)
     if not form.is_valid():
-        return new_images_page(request, form)
+        return new_images_page(request, form, status=400 if request.htmx else 200)
     key = form.cleaned_data["request_key"]
     variations = form.prediction_fields()
     if sent := submitted_with(request, key):
         if [(p.provider, p.model, p.input) for p in sent] == [
             (v["provider"], v["model"], v["input"]) for v in variations
         ]:
-            return redirect_to_submitted(sent)
+            return submitted(request, sent)
         # Not a double click: the form was sent before with other inputs (the back button).
         form = PredictionForm({**request.POST.dict(), "request_key": uuid.uuid4()}, team=team)
         form.is_valid()
@@ -76,7 +77,7 @@ def submit(request):
     if not predictions:
         form.add_error(None, "This form was already used. Reload the page and submit again.")
         return new_images_page(request, form, status=409)
-    return redirect_to_submitted(predictions)
+    return submitted(request, predictions)
 
 
 def submitted_with(request, key) -> list[Prediction]:
@@ -139,10 +140,21 @@ def save_predictions(request, key, variations: list[dict]) -> list[Prediction]:
     return predictions
 
 
-def redirect_to_submitted(predictions: list[Prediction]):
-    """One prediction's page; for several, the history, where they all show at once."""
+def submitted(request, predictions: list[Prediction]):
+    """After a submit: in the studio (htmx), its results with them on top, and a fresh key for
+    the next Generate; otherwise their page, or the history for several."""
+    if request.htmx:
+        context = {"results": StudioResults.of(request), "next_key": uuid.uuid4()}
+        return render(request, "predictions/new.html#results", context)
+    return redirect_to_submitted(request, predictions)
+
+
+def redirect_to_submitted(request, predictions: list[Prediction]):
+    """One prediction's page; for several, the history, where they all show at once, under a
+    message saying how many were sent."""
     if len(predictions) == 1:
         return redirect(predictions[0])
+    messages.success(request, f"Submitted {len(predictions)} predictions.")
     return redirect("predictions:index")
 
 
@@ -197,27 +209,73 @@ def new(request):
     query.is_valid()
     if pk := query.cleaned_data.get("from"):
         form = PredictionForm.tweaking(team_object_or_404(request, Prediction, pk=pk), team=team)
-    elif (model := query.cleaned_data.get("model")) is not None:
-        form = PredictionForm(team=team, initial={"model": model})
     else:
-        form = PredictionForm(team=team)
+        # The picker sends the inputs on screen along: the new model keeps those it takes.
+        values = request.GET.dict()
+        form = PredictionForm.switching(query.cleaned_data.get("model"), values, team=team)
     part = "#inputs" if request.htmx and not request.htmx.history_restore_request else ""
     return new_images_page(request, form, part=part)
 
 
 def new_images_page(request, form: PredictionForm, status: int = 200, part: str = ""):
+    """The studio: the form, and beside it the member's latest predictions, live. A form the
+    studio sent (htmx) and that was refused comes back alone, in place, with why."""
     context = {"form": form, "catalog": CATALOG.values()}
+    if request.htmx and request.method == "POST":
+        response = render(request, "predictions/new.html#studio-form", context, status=status)
+        return reswap(retarget(response, "#studio-form"), "outerHTML")
+    if part != "#inputs":
+        context["results"] = StudioResults.of(request)
     return render(request, f"predictions/new.html{part}", context, status=status)
 
 
+def studio_etag(request) -> str | None:
+    """The results' last changes (their progress included), read in one short query."""
+    if not request.htmx:
+        return None
+    return f"{request.user.pk}-{request.membership.role}-{StudioResults.version(request)}"
+
+
+@team_required(Role.MEMBER)
+@cache_control(private=True, no_cache=True)
+@vary_on_headers("HX-Request")
+@condition(etag_func=studio_etag)
+def studio_results(request):
+    """The studio's results, refreshed while one of them runs: unchanged, a 304 read from the
+    team's change marker."""
+    return render(request, "predictions/new.html#results", {"results": StudioResults.of(request)})
+
+
 def render_chunk(request, form: HistoryFilterForm, template: str, chunk_partial: str):
-    """A list page, or for htmx one chunk of it: `chunk_partial` to refresh a chunk on screen
-    (the URL has `through`), `page` (the chunk and its older link) to append the next one."""
+    """A list page, or for htmx one part of it: `arrivals` to answer the list's question about
+    new predictions (the URL has `after`), `chunk_partial` to refresh a chunk on screen (the
+    URL has `through`), `page` (the chunk and its older link) to append the next one."""
     if not form.is_valid():
         return render(request, template, {"form": form}, status=400)
+    if request.htmx and form.cleaned_data["after"]:
+        return render_arrivals(request, form, template)
     if request.htmx:
         template += f"#{chunk_partial}" if form.cleaned_data["through"] else "#page"
-    return render(request, template, {"form": form, "chunk": form.chunk()})
+        return render(request, template, {"form": form, "chunk": form.chunk()})
+    chunk = form.chunk()
+    context = {"form": form, "chunk": chunk}
+    if not chunk.before:
+        context["arrivals"] = form.first_arrivals(chunk)
+    return render(request, template, context)
+
+
+def render_arrivals(request, form: HistoryFilterForm, template: str):
+    """The list's arrivals: counted in its "N new" bar, or, for a reader at the top of a list
+    without filters, put into its newest chunk at once (sent along out of band)."""
+    arrivals = form.arrivals()
+    chunk = None
+    if arrivals.count and arrivals.shown_at_once:
+        chunk = form.chunk()
+        if len(chunk.predictions) > form.longest_chunk:
+            # A tab left open on a busy team: its newest chunk stops growing.
+            arrivals, chunk = form.arrivals(held=True), None
+    context = {"form": form, "arrivals": arrivals, "chunk": chunk}
+    return render(request, f"{template}#arrivals", context)
 
 
 @team_required()
@@ -277,17 +335,24 @@ def rerun(request, pk: int):
     form = RerunForm(request.POST)
     key = (form.is_valid() and form.cleaned_data["request_key"]) or uuid.uuid4()
     if sent := submitted_with(request, key):
-        return redirect_to_submitted(sent)
+        return submitted(request, sent)
     try:
         request.membership.team.provider(original.provider)
     except ProviderNotConfigured as exc:
-        messages.error(request, str(exc))
-        return redirect(original)
+        return rerun_refused(request, original, str(exc))
     fields = {"provider": original.provider, "model": original.model, "input": original.input}
     if refusal := submitting_refusal(request, [fields]) or submit_refusal(request, 1):
-        messages.error(request, refusal)
-        return redirect(original)
-    return redirect_to_submitted(save_predictions(request, key, [fields]) or [original])
+        return rerun_refused(request, original, refusal)
+    return submitted(request, save_predictions(request, key, [fields]) or [original])
+
+
+def rerun_refused(request, original: Prediction, why: str):
+    """Run again refused: said above the studio's results, or on the prediction's page."""
+    if request.htmx:
+        context = {"results": StudioResults.of(request, error=why)}
+        return render(request, "predictions/new.html#results", context)
+    messages.error(request, why)
+    return redirect(original)
 
 
 @team_required(Role.MEMBER)
@@ -302,3 +367,17 @@ def delete(request, pk: int):
     prediction.delete()
     messages.success(request, "Deleted the prediction and its images.")
     return redirect("predictions:index")
+
+
+@team_required()
+def compare(request):
+    """Two to four predictions side by side (`?p=12&p=15`, bookmarkable): their images at one
+    size, what was asked of each with the differences marked, and how each went."""
+    form = CompareForm(request.GET)
+    if not form.is_valid():
+        return render(request, "predictions/compare.html", {"form": form}, status=400)
+    queryset = Prediction.objects.select_related("submitted_by").prefetch_related("outputs")
+    comparison = form.comparison(for_team(request, queryset))
+    if comparison is None:
+        raise Http404("A prediction to compare does not exist, or belongs to another team.")
+    return render(request, "predictions/compare.html", {"form": form, "comparison": comparison})

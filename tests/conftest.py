@@ -6,6 +6,7 @@ filesystem broker), each test session on a queue of its own.
 """
 
 import hashlib
+import importlib
 import io
 import os
 import signal
@@ -19,13 +20,16 @@ from pathlib import Path
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from django.apps import apps as django_apps
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.db.models.signals import post_migrate
 from django.utils import timezone
 from PIL import Image
 
 from accounts.models import Membership, Role, Team
+from costs.tasks import reprice_due
 from dashboard.celery import app as celery_app
 from outputs.download import IMAGE_FORMATS
 from outputs.models import ArchiveState, Output, store_copy
@@ -51,6 +55,24 @@ def fresh_cache(settings) -> None:
         alias: {**config, "KEY_PREFIX": uuid.uuid4().hex}
         for alias, config in django_settings.CACHES.items()
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def seeded_prices_after_every_flush() -> Iterator[None]:
+    """The deployment's price rules that migration costs 0002 seeds, in every test's database.
+
+    A transactional test (the worker fixtures', a live server's) empties every table when it
+    ends. Django then sends post_migrate, as `migrate` does, which brings back content types and
+    permissions but no data migration's rows: without this, only the tests that happened to run
+    before the first transactional one would have the seeded prices."""
+    seed = importlib.import_module("costs.migrations.0002_seed_price_rules").seed_price_rules
+
+    def reseed(sender, **kwargs) -> None:
+        seed(django_apps, None)  # it inserts what is missing, and nothing twice
+
+    post_migrate.connect(reseed, sender=django_apps.get_app_config("costs"))
+    yield
+    post_migrate.disconnect(reseed, sender=django_apps.get_app_config("costs"))
 
 
 @pytest.fixture
@@ -92,14 +114,15 @@ def worker(transactional_db, celery_queues, simulator) -> Iterator[None]:
 
 @pytest.fixture
 def scheduler(celery_queues) -> Iterator[None]:
-    """Sends `dispatch_due` and `archive_due` every 0.2 s through the broker, as celery beat
-    does in production."""
+    """Sends `dispatch_due`, `archive_due` and `reprice_due` every 0.2 s through the broker, as
+    celery beat does in production."""
     stop = threading.Event()
 
     def tick() -> None:
         while not stop.wait(0.2):
             dispatch_due.delay()
             archive_due.delay()
+            reprice_due.delay()
 
     thread = threading.Thread(target=tick, daemon=True)
     thread.start()

@@ -187,6 +187,16 @@ MATRIX: dict[str, Row] = {
         signed_in(200, outsider=404), args=lambda w: [w.prediction()], also_htmx=True
     ),
     "predictions:new": Row(signed_in(200, viewer=403), also_htmx=True),
+    # Back to the page it was on: for everyone here, the sign-in page (anonymous visitors see
+    # the banner there too).
+    "accounts:dismiss_demo_banner": Row(
+        every(302), method="post", data=lambda w: {"next": "/sign-in/"}
+    ),
+    "predictions:studio_results": Row(signed_in(200, viewer=403), also_htmx=True),
+    "predictions:compare": Row(
+        signed_in(200, outsider=404),
+        data=lambda w: {"p": [w.finished_prediction(), w.finished_prediction()]},
+    ),
     "predictions:rerun": Row(
         signed_in(302, viewer=403, outsider=404), method="post", args=lambda w: [w.prediction()]
     ),

@@ -106,6 +106,14 @@ def test_a_successful_sign_in_clears_the_usernames_failures(member, settings):
     assert response.status_code == 302
 
 
+def test_signing_out_says_so_on_the_sign_in_page(client):
+    response = client.post("/sign-out/", follow=True)
+
+    assert response.redirect_chain == [("/sign-in/", 302)]
+    assert "You are signed out." in response.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
 def test_a_password_reset_email_leads_to_a_new_password(member):
     Client().post("/password-reset/", {"email": "mia@example.com"})
 

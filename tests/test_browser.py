@@ -7,6 +7,7 @@ Skipped, with a printed notice, where no Chromium is installed (CI installs it).
 import os
 import re
 import shutil
+import time
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -21,7 +22,7 @@ from costs.models import Budget, PriceRule
 from outputs.models import ArchiveState, Board, Output, ShareLink
 from predictions.models import Prediction
 
-from .conftest import make_output, make_prediction, make_user, save_copy
+from .conftest import make_output, make_prediction, make_team, make_user, save_copy
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -95,6 +96,8 @@ def test_a_job_runs_live_from_the_form_to_its_saved_outputs_and_the_lightbox(
     page.locator("#id_prompt").fill("a lighthouse in a storm")
     page.get_by_label("Images per prediction").fill("2")
     page.get_by_role("button", name="Generate").click()
+    # The studio keeps the page; the prediction's own page is a click away.
+    page.locator("#studio-results .result-prompt").first.click()
 
     page.wait_for_url("**/predictions/*/")
     expect(page.locator(".log-bar progress").first).to_be_visible()
@@ -143,19 +146,133 @@ def test_a_job_runs_live_from_the_form_to_its_saved_outputs_and_the_lightbox(
     assert page.console.problems == []
 
 
+def signed_in_page(browser, url: str, username: str, path: str, height: int = 900):
+    """A page of a browser context of its own (a person of their own), at `path`."""
+    context = browser.new_context(viewport={"width": 1280, "height": height})
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    page.console = Console(page)
+    sign_in(page, url, username)
+    page.goto(url + path)
+    return page
+
+
 @pytest.mark.usefixtures("worker", "scheduler")
-def test_a_slow_job_is_canceled_from_its_page_without_a_reload(
+def test_a_teammates_prediction_shows_up_live_in_open_lists_and_nowhere_else(
+    live_server, browser, page, team, member, simulator
+):
+    simulator.engine.speed = 1  # flux-dev then runs about 5 s: time to see it run
+    theo = make_user("theo", team, Role.MEMBER)
+    olga = make_user("olga", make_team("Elsewhere"), Role.OWNER)
+    make_finished(60, "an older frame", theo)
+    history = signed_in_page(browser, live_server.url, theo.username, "/")
+    gallery = history.context.new_page()
+    gallery.console = Console(gallery)
+    gallery.goto(f"{live_server.url}/gallery/")
+    scrolled = signed_in_page(browser, live_server.url, theo.username, "/", height=500)
+    scrolled.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    expect(scrolled.locator("tbody.rows tr").nth(45)).to_be_in_viewport()
+    elsewhere = signed_in_page(browser, live_server.url, olga.username, "/")
+    sign_in(page, live_server.url, member.username)
+    page.goto(f"{live_server.url}/new/?model=black-forest-labs/flux-dev")
+    page.locator("#id_prompt").fill("a heron at dawn")
+
+    page.get_by_role("button", name="Generate").click()
+    submitted = time.monotonic()
+    history.get_by_role("link", name="a heron at dawn").wait_for()
+    in_history = time.monotonic() - submitted
+    gallery.locator(".tile-running", has_text="a heron at dawn").wait_for()
+    in_gallery = time.monotonic() - submitted
+
+    assert in_history < 2.0, f"the history showed it after {in_history:.1f} s"
+    assert in_gallery < 2.0, f"the gallery showed it after {in_gallery:.1f} s"
+    # flux-dev runs about 5 s here, longer than expect's usual wait.
+    expect(history.locator("tbody.rows tr").first).to_contain_text("Succeeded", timeout=20_000)
+    heron = gallery.locator(".tile:not(.tile-running)").first
+    expect(heron).to_contain_text("a heron at dawn")
+    expect(heron.locator("img")).to_be_visible()
+    expect(gallery.locator(".tile-running")).to_have_count(0)
+    # The reader who scrolled down keeps their place, and is told what came.
+    bar = scrolled.get_by_role("link", name="1 new prediction: show")
+    expect(bar).to_be_visible()
+    expect(scrolled.get_by_role("link", name="a heron at dawn")).to_have_count(0)
+    bar.click()
+    expect(scrolled.locator("tbody.rows tr").first).to_contain_text("a heron at dawn")
+    # Another team's open history learns nothing.
+    elsewhere.wait_for_timeout(1500)
+    expect(elsewhere.get_by_text("a heron at dawn")).to_have_count(0)
+    expect(elsewhere.locator(".arrivals-bar")).to_have_count(0)
+    for each in (history, gallery, scrolled, elsewhere, page):
+        assert each.console.problems == []
+    for context in {history.context, scrolled.context, elsewhere.context}:
+        context.close()
+
+
+@pytest.mark.usefixtures("worker", "scheduler")
+def test_the_studio_generates_with_ctrl_enter_and_shows_results_live_beside_the_form(
     live_server, page, member, simulator
 ):
-    simulator.engine.speed = 2  # darkroom/slow then runs about 30 s
-    prediction = make_prediction("a very slow painting", model="darkroom/slow", submitted_by=member)
+    simulator.engine.speed = 2
     sign_in(page, live_server.url, member.username)
-    page.goto(live_server.url + prediction.get_absolute_url())
-    expect(page.locator("#prediction-live .status")).to_contain_text("Processing")
+    page.goto(f"{live_server.url}/new/")
+    prompt = page.locator("#id_prompt")
+    prompt.fill("a kingfisher over a pond")
+    expect(page.locator(".prompt-count")).to_have_text("24 / 2,000 characters")
 
-    page.get_by_role("button", name="Cancel").click()
+    prompt.press("Control+Enter")
+    prompt.press("Control+Enter")  # a double press sends it once
 
-    expect(page.locator("#prediction-live .status")).to_contain_text("Canceled")
+    result = page.locator("#studio-results .result").first
+    expect(result).to_contain_text("a kingfisher over a pond")
+    # Still the same page, the form as it was, beside the results.
+    assert page.url == f"{live_server.url}/new/"
+    expect(prompt).to_have_value("a kingfisher over a pond")
+    form_box, results_box = (
+        page.locator(selector).bounding_box() for selector in (".new-images", "#studio-results")
+    )
+    assert results_box["x"] > form_box["x"] + form_box["width"] - 1
+    expect(result.locator(".status")).to_contain_text("Succeeded", timeout=20_000)
+    expect(result.locator(".tile img")).to_be_visible()
+    # A second Generate from the same page is a new prediction, on top.
+    prompt.fill("a kingfisher diving")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#studio-results .result-prompt")).to_have_text(
+        ["a kingfisher diving", "a kingfisher over a pond"]
+    )
+    assert Prediction.objects.count() == 2
+    assert page.console.problems == []
+
+
+def test_switching_models_keeps_shared_inputs_and_back_never_runs_another_model(
+    live_server, page, member
+):
+    sign_in(page, live_server.url, member.username)
+    page.goto(f"{live_server.url}/new/")
+    page.get_by_label("Aspect ratio").select_option("16:9")
+    page.get_by_label("Seed").fill("42")
+
+    page.locator("#pick-model").select_option("black-forest-labs/flux-1.1-pro")
+
+    legend = page.locator("#model-inputs legend")
+    expect(legend).to_contain_text("black-forest-labs/flux-1.1-pro")
+    expect(page.get_by_label("Aspect ratio")).to_have_value("16:9")
+    expect(page.get_by_label("Seed")).to_have_value("42")
+    # Away, and back: the page shows, and Generate runs, the model it names.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="History").click()
+    page.wait_for_url(f"{live_server.url}/")
+    page.go_back()
+    expect(legend).to_contain_text("black-forest-labs/flux-1.1-pro")
+    expect(page.locator("#pick-model")).to_have_value("black-forest-labs/flux-1.1-pro")
+    page.go_back()
+    expect(legend).to_contain_text("black-forest-labs/flux-schnell")
+    expect(page.locator("#pick-model")).to_have_value("black-forest-labs/flux-schnell")
+    page.go_forward()
+    expect(legend).to_contain_text("black-forest-labs/flux-1.1-pro")
+    page.locator("#id_prompt").fill("a lighthouse, after going back")
+    page.locator("#id_prompt").press("Control+Enter")
+    expect(page.locator("#studio-results .result").first).to_contain_text("after going back")
+    sent = Prediction.objects.get(input__prompt="a lighthouse, after going back")
+    assert sent.model == "black-forest-labs/flux-1.1-pro"
     assert page.console.problems == []
 
 
@@ -675,7 +792,7 @@ def test_the_costs_pages_and_their_charts_read_in_both_themes_at_desktop_and_pho
 ):
     owner = make_user("otto", team, Role.OWNER)
     now = timezone.now()
-    # The team's own prices: a live server's test flushes the database, seeded prices included.
+    # The team's own prices, which override the deployment's seeded ones.
     for provider, model, amount in (
         (provider, model, amount)
         for provider in ("replicate", "simulator")

@@ -3,8 +3,9 @@ refused before anything is saved or sent; at 80% the team (or the member) is war
 
 import html
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.test import Client
@@ -223,3 +224,23 @@ def test_a_team_without_a_budget_is_never_refused_or_warned(client, team, member
 
     assert Budget.warning(team, member) is None
     assert submit(client, variations=4).status_code == 302
+
+
+def test_a_budgets_month_is_the_deployments_calendar_month(settings, team, member):
+    settings.TIME_ZONE = "America/New_York"
+    monthly = budget(team, "100")
+    # 03:00 and 04:00 UTC on 1 February are still 31 January in New York.
+    spend(team, member, 3, submitted_at=datetime(2026, 2, 1, 3, tzinfo=UTC))
+    running = datetime(2026, 2, 1, 4, tzinfo=UTC)
+    make_prediction(team=team, submitted_by=member, submitted_at=running)
+    new_york = ZoneInfo("America/New_York")
+
+    january = monthly.usage(at=datetime(2026, 1, 31, 23, tzinfo=new_york))
+    february = monthly.usage(at=datetime(2026, 2, 1, 12, tzinfo=new_york))
+
+    assert (january.first_day, january.spent, january.possibly) == (
+        date(2026, 1, 1),
+        Decimal(3),
+        Decimal(1),  # the running one, at its estimate
+    )
+    assert (february.first_day, february.spent, february.possibly) == (date(2026, 2, 1), 0, 0)

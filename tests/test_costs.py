@@ -1,7 +1,9 @@
 """What each prediction cost: price rules and their dates, the rule for each way a prediction
 ends, unpriced predictions, and daily roll-ups that always equal the raw rows."""
 
+import html
 import io
+import re
 import threading
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -11,6 +13,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.db.models import RestrictedError
+from django.test import Client
 from django.utils import timezone
 
 from accounts.models import Role
@@ -20,8 +23,11 @@ from costs.models import (
     DailyCost,
     PredictionCost,
     PriceRule,
+    Repricing,
     money,
 )
+from costs.tasks import reprice_due
+from dashboard.celery import app as celery_app
 from outputs.models import Output
 from predictions.catalog import CATALOG
 from predictions.client import ProviderError
@@ -36,6 +42,8 @@ DEV = "black-forest-labs/flux-dev"
 SDXL = "stability-ai/sdxl"
 PAINTER = "acme/painter"  # a model no seeded rule prices
 LONG_AGO = datetime(2024, 1, 1, tzinfo=UTC)
+JANUARY = "since=2026-01-01&until=2026-01-31"
+HTMX = {"HX-Request": "true"}
 
 
 def on(day: int, hour: int = 12) -> datetime:
@@ -95,6 +103,23 @@ def rule(unit: str, amount: str, model: str = PAINTER, provider: str = "replicat
 def roll_ups(team) -> list[tuple]:
     rows = DailyCost.objects.filter(team=team).values_list(*BUCKET_FIELDS, *SUM_FIELDS)
     return sorted(rows, key=repr)
+
+
+def rebuilt_roll_ups(team) -> list[tuple]:
+    """The team's roll-ups as a rebuild from the raw rows makes them (and leaves them)."""
+    DailyCost.rebuild(team)
+    return roll_ups(team)
+
+
+def reprice_pending() -> None:
+    """Price again what price changes left to price, as the sweep and a worker would."""
+    for pk, claim in Repricing.claim_due():
+        assert Repricing.take(pk, claim).run()
+
+
+def page_text(response) -> str:
+    assert response.status_code == 200
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", response.content.decode())))
 
 
 # --- Price rules ------------------------------------------------------------------------------
@@ -339,6 +364,68 @@ def test_running_predictions_have_no_cost_yet():
     assert not DailyCost.objects.exists()
 
 
+# --- Days in the deployment's time zone --------------------------------------------------------
+
+
+def test_a_cost_counts_on_the_local_day_and_that_days_history_link_includes_it(settings, client):
+    settings.TIME_ZONE = "America/New_York"
+    # 02:00 UTC on the 10th is 21:00 on the 9th in New York.
+    evening = ended(
+        image_count=1,
+        submitted_at=datetime(2026, 1, 10, 2, tzinfo=UTC),
+        input={"prompt": "an evening in new york"},
+    )
+
+    assert cost_of(evening).day == date(2026, 1, 9)
+    response = client.get(f"/costs/?{JANUARY}")
+    days = {figure.key: figure for figure in response.context["report"].days}
+    assert (days["2026-01-09"].sums.predictions, days["2026-01-10"].sums.predictions) == (1, 0)
+    history = client.get(days["2026-01-09"].history).context["chunk"].predictions
+    assert [prediction.prompt for prediction in history] == ["an evening in new york"]
+    assert "the day they were submitted (America/New_York)" in page_text(response)
+
+
+def test_after_time_zone_changes_recompute_costs_moves_each_cost_to_its_new_day(settings):
+    # 20:00 UTC on the 9th is 05:00 on the 10th in Tokyo; 03:00 UTC is noon the same day.
+    evening = ended(image_count=1, submitted_at=on(9, 20))
+    morning = ended(image_count=2, submitted_at=on(9, 3))
+    team = evening.team
+    settings.TIME_ZONE = "Asia/Tokyo"
+
+    output = io.StringIO()
+    call_command("recompute_costs", stdout=output)
+
+    assert output.getvalue() == f"team {team.pk}: costs changed from 2026-01-09, roll-ups rebuilt\n"
+    assert (cost_of(evening).day, cost_of(morning).day) == (date(2026, 1, 10), date(2026, 1, 9))
+    by_day = DailyCost.totals(team, on(1).date(), on(31).date(), "day")
+    assert {row["day"]: row["spent"] for row in by_day} == {
+        date(2026, 1, 9): Decimal("0.006"),
+        date(2026, 1, 10): Decimal("0.003"),
+    }
+    assert roll_ups(team) == rebuilt_roll_ups(team)
+    again = io.StringIO()
+    call_command("recompute_costs", stdout=again)
+    assert again.getvalue() == "Every cost was already up to date.\n"
+
+
+def test_an_owner_types_a_prices_start_in_the_deployments_time_zone(settings, team):
+    settings.TIME_ZONE = "America/New_York"
+    client = Client()
+    client.force_login(make_user("otto", team, Role.OWNER))
+
+    price = {"provider": "replicate", "model": PAINTER, "unit": "per_image", "amount": "0.01"}
+    response = client.post(
+        "/costs/prices/new", {**price, "currency": "USD", "effective_from": "2026-02-01T00:00"}
+    )
+
+    assert response.status_code == 302
+    start = PriceRule.objects.get(team=team).effective_from
+    assert start == datetime(2026, 2, 1, 5, tzinfo=UTC)
+    page = page_text(client.get("/costs/prices/"))
+    assert "From (America/New_York)" in page and "2026-02-01 00:00" in page
+    assert "In America/New_York." in page
+
+
 # --- Estimates --------------------------------------------------------------------------------
 
 
@@ -384,11 +471,201 @@ def test_a_new_rule_dated_in_the_past_prices_again_what_it_covers_and_rebuilds_t
 
     new = rule("per_image", "0.005", model=SCHNELL, team=team, effective_from=on(15))
 
+    # The save only records what is to be priced again: nothing is priced in the request.
+    assert cost_of(late).amount == Decimal("0.003")
+    assert Repricing.pending_since(team) == date(2026, 1, 15)
+    reprice_pending()
+
     assert (cost_of(early).amount, cost_of(early).computed_at) == (Decimal("0.003"), untouched)
     assert (cost_of(late).amount, cost_of(late).rule) == (Decimal("0.005"), new)
     assert cost_of(elsewhere).amount == Decimal("0.003")
     totals = DailyCost.totals(team, on(1).date(), on(31).date())
     assert totals.get()["spent"] == Decimal("0.008")
+    assert Repricing.pending_since(team) is None
+    assert roll_ups(team) == rebuilt_roll_ups(team)
+
+
+def test_a_rule_from_the_future_or_for_a_model_nobody_used_prices_nothing_again():
+    ended(image_count=1, submitted_at=on(20))
+
+    rule("per_image", "0.005", model=SCHNELL, effective_from=timezone.now() + timedelta(days=1))
+    rule("per_image", "0.01", model=PAINTER, effective_from=on(1))
+
+    assert not Repricing.objects.exists()
+
+
+def test_editing_only_the_source_of_a_rule_prices_nothing_again():
+    painter = rule("per_image", "0.01", effective_from=on(1))
+    ended(model=PAINTER, image_count=1, submitted_at=on(20))
+    Repricing.objects.all().delete()
+
+    painter.source = "Our invoice of 1 February 2026"
+    painter.save()
+
+    assert not Repricing.objects.exists()
+
+
+def test_a_deployment_rule_reprices_every_team_with_a_prediction_it_covers():
+    studio = ended(image_count=1, submitted_at=on(20))
+    elsewhere = ended(image_count=1, submitted_at=on(20), team=make_team("Elsewhere"))
+    own_price = ended(image_count=1, submitted_at=on(20), team=make_team("Own price"))
+    rule("per_image", "0.002", model=SCHNELL, team=own_price.team, effective_from=on(1))
+    make_team("No history")
+    reprice_pending()
+
+    rule("per_image", "0.005", model=SCHNELL, effective_from=on(15))
+
+    pending = Repricing.objects.filter(done_at=None)
+    assert {repricing.team.name for repricing in pending} == {"Studio", "Elsewhere", "Own price"}
+    reprice_pending()
+    assert cost_of(studio).amount == cost_of(elsewhere).amount == Decimal("0.005")
+    assert cost_of(own_price).amount == Decimal("0.002")  # the team's own rule still comes first
+
+
+def test_a_repricing_goes_batch_by_batch_and_resumes_where_a_dead_worker_left_it():
+    predictions = [ended(image_count=1, submitted_at=on(10 + day)) for day in range(5)]
+    team = predictions[0].team
+    rule("per_image", "0.005", model=SCHNELL, team=team, effective_from=on(1))
+    [(pk, claim)] = Repricing.claim_due()
+
+    # A worker prices one batch of two, then dies.
+    assert not Repricing.take(pk, claim).price_batch(size=2)
+    assert [cost_of(p).amount for p in predictions] == [Decimal("0.005")] * 2 + [
+        Decimal("0.003")
+    ] * 3
+    assert roll_ups(team) == rebuilt_roll_ups(team)
+    first_priced = [cost_of(p).computed_at for p in predictions[:2]]
+    assert Repricing.claim_due() == []  # until its lease runs out
+    Repricing.objects.filter(pk=pk).update(next_attempt_at=timezone.now())
+
+    reprice_pending()
+
+    assert [cost_of(p).amount for p in predictions] == [Decimal("0.005")] * 5
+    assert [cost_of(p).computed_at for p in predictions[:2]] == first_priced
+    assert roll_ups(team) == rebuilt_roll_ups(team)
+    assert Repricing.objects.get(pk=pk).done_at is not None
+    assert Repricing.take(pk, claim) is None  # the dead worker's claim is stale
+
+
+def test_a_long_repricing_hands_the_rest_to_the_next_sweep_when_its_turn_ends():
+    predictions = [ended(image_count=1, submitted_at=on(20)) for _ in range(3)]
+    rule("per_image", "0.005", model=SCHNELL, team=predictions[0].team, effective_from=on(15))
+    [(pk, claim)] = Repricing.claim_due()
+
+    assert not Repricing.take(pk, claim).run(seconds=0, size=1)
+
+    assert [cost_of(p).amount for p in predictions] == [Decimal("0.005")] + [Decimal("0.003")] * 2
+    assert Repricing.objects.get(pk=pk).next_attempt_at <= timezone.now()  # due again at once
+    reprice_pending()
+    assert {cost_of(p).amount for p in predictions} == {Decimal("0.005")}
+
+
+def test_repricing_touches_the_predictions_whose_cost_changed_so_open_pages_refresh(client):
+    before = ended(image_count=1, submitted_at=on(5))
+    changed = ended(image_count=1, submitted_at=on(20))
+    url = changed.get_absolute_url()
+    etag = client.get(url, headers=HTMX)["ETag"]
+    assert client.get(url, headers={**HTMX, "If-None-Match": etag}).status_code == 304
+    updated = {p.pk: p.updated_at for p in Prediction.objects.all()}
+
+    rule("per_image", "0.005", model=SCHNELL, team=changed.team, effective_from=on(15))
+    reprice_pending()
+
+    refreshed = client.get(url, headers={**HTMX, "If-None-Match": etag})
+    assert refreshed.status_code == 200
+    assert "$0.005" in refreshed.content.decode()
+    now = {p.pk: p.updated_at for p in Prediction.objects.all()}
+    assert now[before.pk] == updated[before.pk]
+    assert now[changed.pk] > updated[changed.pk]
+
+
+def test_pages_not_yet_told_of_a_batch_are_told_by_the_next_worker():
+    prediction = ended(image_count=1, submitted_at=on(20))
+    updated = Prediction.objects.get(pk=prediction.pk).updated_at
+    rule("per_image", "0.005", model=SCHNELL, team=prediction.team, effective_from=on(15))
+    [(pk, claim)] = Repricing.claim_due()
+
+    # The worker commits its only batch and dies before it touches the prediction.
+    assert Repricing.take(pk, claim).price_batch()
+    assert Prediction.objects.get(pk=prediction.pk).updated_at == updated
+    Repricing.objects.filter(pk=pk).update(next_attempt_at=timezone.now())
+
+    reprice_pending()
+
+    assert Prediction.objects.get(pk=prediction.pk).updated_at > updated
+    assert Repricing.objects.get(pk=pk).touched == []
+
+
+def test_the_prices_and_costs_pages_say_which_costs_are_being_recalculated(team):
+    owner = make_user("otto", team, Role.OWNER)
+    client = Client()
+    client.force_login(owner)
+    ended(image_count=1, submitted_at=on(20), team=team)
+    rule("per_image", "0.005", model=SCHNELL, team=team, effective_from=on(15))
+    notice = "Costs from 15 January 2026 are being recalculated"
+
+    assert notice in page_text(client.get("/costs/prices/"))
+    january = page_text(client.get(f"/costs/?{JANUARY}"))
+    assert f"{notice} after a price change: this period's figures may change" in january
+    for unaffected in ("?since=2025-12-01&until=2026-01-14", f"?{JANUARY}&model={DEV}"):
+        assert notice not in page_text(client.get(f"/costs/{unaffected}"))
+
+    reprice_pending()
+
+    assert notice not in page_text(client.get("/costs/prices/"))
+    assert notice not in page_text(client.get(f"/costs/?{JANUARY}"))
+
+
+def test_a_rule_deleted_before_its_repricing_ran_leaves_the_costs_as_they_were():
+    prediction = ended(image_count=1, submitted_at=on(20))
+    mistake = rule("per_image", "5", model=SCHNELL, team=prediction.team, effective_from=on(15))
+
+    mistake.delete()  # it priced nothing yet, so nothing restricts it
+    reprice_pending()
+
+    assert cost_of(prediction).amount == Decimal("0.003")
+    assert Repricing.pending_since(prediction.team) is None
+
+
+def purge_wake_ups(queue: str) -> None:
+    """Lose the messages waiting in `queue`, as a broker that went down would."""
+    with celery_app.connection_for_write() as connection_:
+        connection_.default_channel.queue_purge(queue)
+
+
+def test_a_worker_reprices_after_the_commit_and_a_lost_wake_up_only_delays_it(
+    transactional_db, celery_queues, request
+):
+    early = ended(image_count=1, submitted_at=on(3))
+    late = ended(image_count=2, submitted_at=on(20))
+    team = late.team
+    rule("per_image", "0.005", model=SCHNELL, team=team, effective_from=on(15))
+    purge_wake_ups(celery_queues[0])
+    assert cost_of(late).amount == Decimal("0.006")
+
+    request.getfixturevalue("worker")
+    reprice_due.delay()  # the scheduler's next tick
+    wait_for(lambda: Repricing.pending_since(team) is None, message="the repricing")
+
+    assert (cost_of(early).amount, cost_of(late).amount) == (Decimal("0.003"), Decimal("0.01"))
+    assert roll_ups(team) == rebuilt_roll_ups(team)
+
+
+def test_a_repricing_whose_worker_died_is_done_by_another_once_its_lease_runs_out(
+    transactional_db, request
+):
+    late = ended(image_count=2, submitted_at=on(20))
+    rule("per_image", "0.005", model=SCHNELL, team=late.team, effective_from=on(15))
+    # A worker claimed it and died before doing anything: the wake-up finds it leased.
+    [(pk, _claim)] = Repricing.claim_due()
+    request.getfixturevalue("worker")
+    assert cost_of(late).amount == Decimal("0.006")
+
+    Repricing.objects.filter(pk=pk).update(next_attempt_at=timezone.now())
+    reprice_due.delay()
+    wait_for(lambda: Repricing.pending_since(late.team) is None, message="the repricing")
+
+    assert cost_of(late).amount == Decimal("0.01")
 
 
 def test_a_rule_that_priced_a_prediction_cannot_be_deleted():
@@ -482,6 +759,7 @@ def test_the_roll_ups_equal_a_recomputation_from_the_raw_rows_after_a_mixed_run(
     answer(a, "succeeded", image_count=2)
     # Mid-month, the deployment's price for schnell rose from the 18th on; h is then deleted.
     rule("per_image", "0.005", model=SCHNELL, effective_from=on(18))
+    reprice_pending()
     h.delete()
 
     raw = roll_ups(team)
@@ -514,8 +792,6 @@ def test_the_roll_ups_equal_a_recomputation_from_the_raw_rows_after_a_mixed_run(
 @pytest.mark.usefixtures("worker", "scheduler")
 def test_costs_recorded_by_concurrent_workers_add_up_to_the_raw_rows(client, member):
     team = member.memberships.get().team
-    # The team's own price: a transactional test cannot count on the seeded rules.
-    rule("per_image", "0.003", model=SCHNELL, provider="simulator", team=team)
     for _ in range(3):
         response = client.post(
             "/predictions/new",
@@ -580,11 +856,9 @@ def test_a_team_goes_with_its_costs_roll_ups_and_rules():
     assert not PriceRule.objects.filter(model=PAINTER).exists()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_rebuilds_while_workers_record_costs_leave_the_roll_ups_exact():
-    team = make_team()
-    rule("per_image", "0.003", model=SCHNELL, team=team)
-    predictions = [make_prediction(team=team, provider="replicate") for _ in range(30)]
+def at_once(*works) -> None:
+    """Run `works` in threads of their own, each with its own database connection, as workers
+    would; any one's exception fails the test."""
     errors = []
 
     def in_thread(work) -> None:
@@ -595,23 +869,64 @@ def test_rebuilds_while_workers_record_costs_leave_the_roll_ups_exact():
         finally:
             connection.close()
 
-    def end(share: list[Prediction]) -> None:
-        for prediction in share:
-            answer(prediction, "succeeded", image_count=1)
-
-    def rebuild() -> None:
-        for _ in range(5):
-            DailyCost.rebuild(team)
-
-    works = [lambda share=predictions[i::3]: end(share) for i in range(3)] + [rebuild]
     threads = [threading.Thread(target=in_thread, args=(work,)) for work in works]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-
     assert errors == []
+
+
+def end_all(predictions: list[Prediction]) -> None:
+    for prediction in predictions:
+        answer(prediction, "succeeded", image_count=1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rebuilds_while_workers_record_costs_leave_the_roll_ups_exact():
+    team = make_team()
+    rule("per_image", "0.003", model=SCHNELL, team=team)
+    predictions = [make_prediction(team=team, provider="replicate") for _ in range(30)]
+
+    def rebuild() -> None:
+        for _ in range(5):
+            DailyCost.rebuild(team)
+
+    at_once(rebuild, *(lambda share=predictions[i::3]: end_all(share) for i in range(3)))
+
     raw = roll_ups(team)
     DailyCost.rebuild(team)
     assert roll_ups(team) == raw
     assert [row[-5:] for row in raw] == [(30, Decimal("0.09"), 0, 0, 0)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_repricing_while_workers_record_costs_leaves_every_cost_and_roll_up_exact():
+    team = make_team()
+    predictions = [
+        make_prediction(team=team, provider="replicate", submitted_at=on(20)) for _ in range(30)
+    ]
+    end_all(predictions[:15])
+    rule("per_image", "0.005", model=SCHNELL, team=team, effective_from=on(15))
+    [(pk, claim)] = Repricing.claim_due()
+
+    def reprice() -> None:
+        assert Repricing.take(pk, claim).run(size=4)
+
+    late = predictions[15:]
+    at_once(reprice, *(lambda share=late[i::3]: end_all(share) for i in range(3)))
+
+    assert {cost_of(prediction).amount for prediction in predictions} == {Decimal("0.005")}
+    raw = roll_ups(team)
+    assert raw == rebuilt_roll_ups(team)
+    assert [row[-5:] for row in raw] == [(30, Decimal("0.15"), 0, 0, 0)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_seeded_prices_are_there_after_earlier_tests_flushed_the_database():
+    seeded = PriceRule.objects.filter(team=None)
+
+    assert seeded.count() == 2 * len(CATALOG)
+    assert {(r.provider, r.model) for r in seeded} == {
+        (provider, model) for provider in ("replicate", "simulator") for model in CATALOG
+    }

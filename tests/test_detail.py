@@ -112,6 +112,50 @@ def test_short_waits_are_given_in_milliseconds(client):
     assert "ran 606 ms" in body
 
 
+def last_step(body: str) -> str:
+    timeline = body[body.index('<ol class="timeline"') : body.index("</ol>")]
+    return timeline[timeline.rindex("<li") :]
+
+
+@pytest.mark.parametrize(
+    ("status", "mark", "name"),
+    [
+        ("succeeded", "✓", "Succeeded"),
+        ("failed", "✕", "Failed"),
+        ("canceled", "⊘", "Canceled"),
+        ("aborted", "■", "Aborted"),
+        ("timed_out", "◷", "Timed out"),
+        ("submit_unknown", "?", "Submit outcome unknown"),
+    ],
+)
+def test_the_last_step_names_the_outcome_with_an_icon_and_a_class_of_its_own(
+    client, status, mark, name
+):
+    prediction = make_prediction(status=status, completed_at=timezone.now())
+
+    step = last_step(page(client, prediction))
+
+    assert f'class="is-done outcome outcome-{status}"' in step
+    assert f'<span class="step-mark" aria-hidden="true">{mark}</span>' in step
+    assert f'<span class="step-name">{name}</span>' in step
+
+
+def test_a_running_prediction_has_no_outcome_yet(client):
+    step = last_step(page(client, make_prediction(status="processing", started_at=timezone.now())))
+
+    assert "outcome" not in step
+    assert '<span class="step-name">Completed</span>' in step
+    assert "running" in step
+
+
+def test_an_end_the_provider_gave_no_time_for_is_still_marked_as_the_end(client):
+    step = last_step(page(client, make_prediction(status="aborted", completed_at=None)))
+
+    assert "outcome-aborted" in step
+    assert "time not reported" in step
+    assert "running" not in step and "not yet" not in step
+
+
 def test_the_fragment_is_the_live_part_only_and_is_revalidated(client):
     prediction = make_prediction(status="processing", logs="Using seed: 7\n")
 
@@ -133,7 +177,7 @@ def test_a_finished_fragment_renders_without_its_trigger(client):
 
     assert 'id="prediction-live"' in body
     assert "hx-trigger" not in body
-    assert "Cancel</button>" not in body
+    assert "/cancel" not in body
 
 
 def test_a_member_sees_cancel_run_again_and_tweak(client):
@@ -332,8 +376,9 @@ def test_a_change_to_an_output_changes_the_fragments_etag_in_one_query(
     url = prediction.get_absolute_url()
     etag = client.get(url, headers=HTMX)["ETag"]
 
-    # Session, user and membership, then the prediction's last change (its outputs bump it).
-    with django_assert_num_queries(4):
+    # User and membership (the session is cached), then the prediction's last change (its
+    # outputs bump it).
+    with django_assert_num_queries(3):
         assert client.get(url, headers={**HTMX, "If-None-Match": etag}).status_code == 304
     Output.changed(Output.objects.filter(pk=output.pk), starred=True)
 
@@ -462,3 +507,85 @@ def test_a_finished_prediction_page_offers_delete_and_a_running_one_does_not(cli
 
     assert "/delete" in finished_page
     assert "/delete" not in running_page
+
+
+def test_cancel_asks_for_a_confirmation_first(client):
+    body = page(client, make_prediction(status="processing", provider_id="abc"))
+
+    form = re.search(r'<form[^>]*action="[^"]*/cancel"[^>]*>', body)[0]
+    confirm = "Cancel this prediction? The provider stops it, and it cannot be resumed."
+    assert f'data-confirm="{confirm}"' in form
+
+
+# --- The seed and the details ---------------------------------------------------------------
+
+
+def test_the_seed_used_is_the_inputs():
+    prediction = make_prediction(input={"prompt": "x", "seed": 0}, logs="Using seed: 99\n")
+
+    assert prediction.seed_used == 0
+
+
+def test_without_a_seed_in_the_input_the_seed_used_is_the_one_the_logs_print():
+    prediction = make_prediction(logs="loading\nUsing seed: 60392\n 50%|█████| 2/4\n")
+
+    assert prediction.seed_used == 60392
+
+
+def test_a_blank_or_malformed_input_seed_falls_back_to_the_logs():
+    for seed in (None, "", True, "12"):
+        prediction = make_prediction(input={"prompt": "x", "seed": seed}, logs="Using seed: 5\n")
+
+        assert prediction.seed_used == 5, seed
+
+
+def test_the_seed_used_is_unknown_until_the_logs_say_it():
+    assert make_prediction(status="starting", logs="").seed_used is None
+    assert make_prediction(logs="a seed of sorts: 12\n").seed_used is None
+
+
+def test_the_page_shows_the_seed_used_and_the_fragment_too_once_the_logs_print_it(client):
+    prediction = make_prediction(status="processing", provider_id="abc", logs="")
+    before = client.get(prediction.get_absolute_url(), headers=HTMX).content.decode()
+    prediction.apply_remote({"id": "abc", "status": "processing", "logs": "Using seed: 4242\n"})
+
+    fragment = client.get(prediction.get_absolute_url(), headers=HTMX).content.decode()
+
+    assert "<dt>Seed</dt>" not in before
+    assert "<dt>Seed</dt><dd>4242</dd>" in fragment
+    assert "<dt>Seed</dt><dd>4242</dd>" in page(client, prediction)
+
+
+def internals_of(body: str) -> str:
+    start = body.index('<details id="prediction-internals"')
+    return body[start : body.index("</details>", start)]
+
+
+def test_the_plumbing_folds_into_a_closed_details_section_and_what_users_want_stays_out(client):
+    prediction = make_prediction(
+        status="processing",
+        provider_id="t2s7f615pdrm40ck09v88sm224",
+        version="5599ed30703defd1d160a25a63321b4dec97101d98b4674bcc56e41f62f35637",
+        polls=7,
+        last_error="The provider answered 503.",
+        predict_time=1.5,
+    )
+
+    for body in (
+        page(client, prediction),
+        client.get(prediction.get_absolute_url(), headers=HTMX).content.decode(),
+    ):
+        internals = internals_of(body)
+        assert '<details id="prediction-internals" class="internals" data-keep-open>' in body
+        assert "<summary>Details</summary>" in internals
+        for plumbing in (
+            "<code>t2s7f615pdrm40ck09v88sm224</code>",
+            f"<code>{prediction.version}</code>",
+            f"<code>{prediction.request_key}</code>",
+            "<dt>Polls</dt><dd>7</dd>",
+            "<dt>Last error</dt><dd>The provider answered 503.</dd>",
+        ):
+            assert plumbing in internals
+            assert body.count(plumbing) == 1
+        assert "Predict time" not in internals and "<dt>Predict time</dt><dd>1.50 s</dd>" in body
+        assert "Retrying after an error" in body

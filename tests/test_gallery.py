@@ -72,7 +72,9 @@ def more_url(html: str) -> str | None:
     return unescape(match[1]) if match else None
 
 
-def test_only_succeeded_predictions_with_an_output_to_show_get_tiles_one_per_output(client):
+def test_succeeded_and_running_predictions_with_an_output_to_show_get_tiles_one_per_output(
+    client,
+):
     finished("two foxes", images=2, submitted_at=NOON)
     finished("saving", state="pending", submitted_at=NOON)
     finished("a failure", status="failed", submitted_at=NOON)
@@ -87,6 +89,7 @@ def test_only_succeeded_predictions_with_an_output_to_show_get_tiles_one_per_out
     assert response.status_code == 200
     assert sorted(tiles_of(response.content.decode())) == [
         "saving-0",
+        "still-running-0",
         "two-foxes-0",
         "two-foxes-1",
     ]
@@ -313,15 +316,17 @@ def test_it_does_not_poll_when_nothing_can_change(client):
     make_prediction("failed", status="failed")
     make_prediction("elsewhere", team=make_team("Elsewhere"), status="processing")
 
-    assert 'hx-trigger="every' not in client.get("/gallery/").content.decode()
+    assert 'hx-trigger="every 3s"' not in client.get("/gallery/").content.decode()
 
 
-def test_an_empty_gallery_waits_for_the_first_images_while_something_runs(client):
-    make_prediction("first", status="starting")
+def test_a_running_prediction_holds_its_place_with_its_status_until_its_images_come(client):
+    first = make_prediction("first", status="starting")
 
     html = client.get("/gallery/").content.decode()
 
-    assert "They will show here as predictions finish." in html
+    assert f'<div class="tile tile-running" id="running-{first.pk}">' in html
+    assert "Starting" in html
+    assert "No images yet" not in html
     assert 'hx-trigger="every 3s"' in html
 
 
@@ -329,7 +334,7 @@ def test_an_unfinished_prediction_outside_the_filter_does_not_keep_it_polling(cl
     finished("a fox")
     make_prediction("an owl", status="processing")
 
-    assert 'hx-trigger="every' not in client.get("/gallery/?q=fox").content.decode()
+    assert 'hx-trigger="every 3s"' not in client.get("/gallery/?q=fox").content.decode()
 
 
 def test_an_unchanged_refresh_is_answered_304(client, django_assert_num_queries):
@@ -338,8 +343,8 @@ def test_an_unchanged_refresh_is_answered_304(client, django_assert_num_queries)
     url = refresh_url(client.get("/gallery/").content.decode())
     etag = client.get(url, headers=HTMX)["ETag"]
 
-    # Session, user and membership; the range's count and latest change.
-    with django_assert_num_queries(4):
+    # User and membership (the session is cached); the range's count and latest change.
+    with django_assert_num_queries(3):
         unchanged = client.get(url, headers={**HTMX, "If-None-Match": etag})
 
     assert unchanged.status_code == 304
@@ -408,7 +413,7 @@ def test_a_failed_tile_says_why_and_when_it_is_tried_again(client):
     Output.changed(Output.objects.filter(pk=output.pk), next_attempt_at=None)
     html = client.get("/gallery/").content.decode()
     assert "Not saved: The download timed out. Gave up." in tile(html, output)
-    assert 'hx-trigger="every' not in html
+    assert 'hx-trigger="every 3s"' not in html
 
 
 def test_an_expired_output_of_a_shown_prediction_says_so_without_an_image(client):

@@ -1,12 +1,13 @@
 """The log viewer: tqdm bars collapse into one progress element, ANSI codes go, and the viewer
 fetches only what it has not been sent, from a cursor, until the prediction has finished."""
 
+import re
 import time
 
 import pytest
 
 from accounts.models import Role
-from predictions.logs import Line, Progress, parse, read_log
+from predictions.logs import Line, Progress, parse, printed_seed, read_log
 
 from .conftest import make_prediction, make_team, make_user
 
@@ -170,6 +171,12 @@ def test_a_huge_line_full_of_percent_bars_parses_quickly():
     assert elapsed < 0.5, f"{elapsed:.3f} s"
 
 
+def test_the_seed_a_model_printed_is_read_from_its_log():
+    assert printed_seed(SEED_LOG) == 60392
+    assert printed_seed("loading\nusing seed 7\n") == 7
+    assert printed_seed("no seed here, 12345\n") is None
+
+
 def client_after(prefixes: list[str]) -> tuple[list, object]:
     """What a browser shows after a first load of prefixes[0] and an update per later prefix,
     applied as the templates do: the bar updates #log-bar-current in place, items append, the
@@ -281,8 +288,8 @@ def test_a_line_still_being_written_is_sent_again_until_it_is_finished(client):
 def test_nothing_new_while_running_is_204_before_the_log_is_read(client, django_assert_num_queries):
     prediction = make_prediction(status="processing", logs="x" * 100_000)
 
-    # Session, user and membership, then the status and the log's length.
-    with django_assert_num_queries(4):
+    # User and membership (the session is cached), then the status and the log's length.
+    with django_assert_num_queries(3):
         response = client.get(logs_url(prediction, 100_000), headers=HTMX)
 
     assert response.status_code == 204
@@ -461,3 +468,95 @@ def test_without_htmx_the_log_is_plain_text_from_the_cursor(client):
     assert response.status_code == 200
     assert response.content == b"two\n"
     assert "Vary" in response and "HX-Request" in response["Vary"]
+
+
+# --- Bars once the prediction has ended -----------------------------------------------------
+
+HALFWAY = " 45%|████▌     | 9/20 [00:01<00:01,  8.73it/s]\n"
+
+
+def page_of(client, prediction) -> str:
+    return client.get(prediction.get_absolute_url()).content.decode()
+
+
+def bars_of(body: str) -> list[str]:
+    return re.findall(r'<div class="log-bar[^"]*".*?</div>', body, re.DOTALL)
+
+
+def test_the_bar_of_a_running_prediction_shows_its_eta(client):
+    prediction = make_prediction(status="processing", logs=HALFWAY)
+
+    [bar] = bars_of(page_of(client, prediction))
+
+    assert "45% · 9/20 · 8.73it/s · 00:01 elapsed · ETA 00:01" in bar
+    assert "stopped" not in bar.lower()
+
+
+@pytest.mark.parametrize("status", ["failed", "canceled", "aborted", "timed_out", "succeeded"])
+def test_once_ended_a_bar_short_of_its_total_shows_where_it_stopped_and_no_eta(client, status):
+    prediction = make_prediction(status=status, logs=HALFWAY)
+
+    [bar] = bars_of(page_of(client, prediction))
+
+    assert 'class="log-bar log-bar-stopped"' in bar
+    assert "Stopped at 45%" in bar
+    assert 'aria-label="Progress, stopped"' in bar
+    assert "ETA" not in bar
+
+
+def test_the_update_that_stops_the_poller_takes_the_eta_off_the_latest_bar(client):
+    prediction = make_prediction(status="processing", provider_id="abc", logs=HALFWAY)
+    page = client.get(prediction.get_absolute_url()).content.decode()
+    prediction.apply_remote({"id": "abc", "status": "canceled", "logs": HALFWAY})
+
+    body = client.get(logs_url(prediction, len(HALFWAY), bar=0), headers=HTMX).content.decode()
+
+    assert "ETA 00:01" in page
+    [bar] = bars_of(body)
+    assert 'id="log-bar-current" hx-swap-oob="outerHTML:#log-bar-current"' in bar
+    assert "Stopped at 45%" in bar and "ETA" not in bar
+    assert '<div id="log-poller" hx-swap-oob="true"></div>' in body
+
+
+def test_a_bar_left_behind_by_a_newer_one_stops_while_the_newer_one_runs(client):
+    log = HALFWAY + "Upscaling:  50%|█████     | 1/2 [00:00<00:00, 3.00it/s]\n"
+    prediction = make_prediction(status="processing", logs=log)
+
+    left, running = bars_of(page_of(client, prediction))
+
+    assert "Stopped at 45%" in left and "ETA" not in left
+    assert 'id="log-bar-current"' in running and "ETA 00:00" in running
+
+
+def test_a_bar_still_being_written_is_live(client):
+    prediction = make_prediction(status="processing", logs="Using seed: 1\n" + HALFWAY.strip())
+
+    [bar] = bars_of(page_of(client, prediction))
+
+    assert "ETA 00:01" in bar
+
+
+def test_a_finished_bar_says_nothing_about_stopping(client):
+    done = "100%|██████████| 20/20 [00:02<00:00,  8.91it/s]\n"
+    prediction = make_prediction(status="failed", logs=done)
+
+    [bar] = bars_of(page_of(client, prediction))
+
+    assert 'class="log-bar"' in bar
+    assert 'value="100"' in bar and "100% · 20/20" in bar
+    assert "Stopped" not in bar and "ETA" not in bar
+
+
+def test_a_bar_without_a_total_moves_only_while_the_prediction_runs(client):
+    log = "Downloading: 120MB [00:03, 40.0MB/s]\n"
+    running = make_prediction(status="processing", logs=log)
+    ended = make_prediction(status="canceled", logs=log)
+
+    [live] = bars_of(page_of(client, running))
+    [still] = bars_of(page_of(client, ended))
+
+    # A <progress> without a value is indeterminate: it moves as long as it is shown.
+    assert '<progress max="100" aria-label="Downloading"></progress>' in live
+    assert "<progress" not in still
+    assert "120MB · 40.0MB/s · 00:03 elapsed" in still
+    assert "Stopped" not in still

@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Membership, Role, Team
+from costs.models import BUCKET_FIELDS, SUM_FIELDS, DailyCost, Kind, PredictionCost, PriceRule
 from outputs.models import ArchiveState, Output
 from predictions.filters import HistoryFilterForm
 from predictions.models import RUNNING, Prediction, Status
@@ -110,6 +111,50 @@ def test_seeding_again_adds_to_the_team():
 
     assert Prediction.objects.filter(team__name="Scale").count() == 100
     assert Team.objects.filter(name="Scale").count() == 1
+
+
+def roll_ups(team: Team) -> list[tuple]:
+    rows = DailyCost.objects.filter(team=team).values_list(*BUCKET_FIELDS, *SUM_FIELDS)
+    return sorted(rows, key=repr)
+
+
+def test_every_seeded_prediction_has_the_cost_its_price_rule_gives():
+    seed(team="Scale", count=600, seed=5)
+
+    team = Team.objects.get(name="Scale")
+    predictions = Prediction.objects.filter(team=team)
+    assert not predictions.filter(cost__isnull=True).exists()
+    for prediction in predictions.select_related("cost"):
+        rule = PriceRule.in_force(
+            prediction.provider, prediction.model, team, prediction.submitted_at
+        )
+        assert prediction.cost.same_as(PredictionCost.compute(prediction, rule))
+    kinds = set(PredictionCost.objects.values_list("kind", flat=True))
+    assert {Kind.CHARGED, Kind.POSSIBLY_CHARGED} <= kinds
+
+
+def test_a_seeded_historys_roll_ups_equal_a_rebuild_from_its_costs():
+    team = make_team("Studio")
+    member = make_user("mia", team, Role.MEMBER)
+    # A cost recorded as a prediction ended, before the seeding: it stays in the roll-ups.
+    live = make_prediction(team=team, submitted_by=member, model="black-forest-labs/flux-dev")
+    live.status, live.image_count = Status.SUCCEEDED, 2
+    live.save()
+    PredictionCost.record(live)
+
+    seed(team=str(team.pk), count=400, members=3, seed=6)
+    seed(team=str(team.pk), count=200, members=3, seed=7)
+
+    seeded = roll_ups(team)
+    assert sum(row[len(BUCKET_FIELDS)] for row in seeded) == 601
+    DailyCost.rebuild(team)
+    assert roll_ups(team) == seeded
+    total = DailyCost.totals(
+        team, timezone.now().date() - timedelta(days=400), timezone.now().date()
+    )
+    assert total.get()["spent"] == sum(
+        PredictionCost.objects.filter(team=team, kind=Kind.CHARGED).values_list("amount", flat=True)
+    )
 
 
 def test_seed_history_refuses_a_team_id_that_does_not_exist():
@@ -212,14 +257,55 @@ def test_the_prompt_index_migration_does_nothing_on_sqlite():
     assert prompt_index.INDEX not in constraints
 
 
+# Prompts with the words "tiny" and "owl" as typed, apart, in another order, or in other cases.
+TINY_OWLS = [
+    "a tiny owl at dusk",
+    "A TINY OWL",
+    "two tiny owls",
+    "a tiny, owl-like lamp",
+    "an owl, tiny",
+    "a tiny brown owl",
+    "tiny_owl.png",
+    "100% owl",
+    "100 owl",
+    "a tiny at-sign",
+]
+
+
+@pytest.mark.parametrize(
+    "q, found",
+    [
+        ("tiny owl", ["a tiny owl at dusk", "A TINY OWL", "two tiny owls"]),
+        ("TINY, owl", ["a tiny, owl-like lamp"]),
+        ("tiny_owl", ["tiny_owl.png"]),
+        ("100% owl", ["100% owl"]),
+        ("tiny at", ["a tiny at-sign"]),
+    ],
+)
+def test_a_search_of_several_words_finds_them_as_typed_only(client, team, q, found):
+    for prompt in TINY_OWLS:
+        make_prediction(team=team, prompt=prompt)
+    form = HistoryFilterForm({"q": q}, request=client.get("/").wsgi_request)
+    assert form.is_valid()
+
+    matches = form.shown(form.watched()).values_list("input__prompt", flat=True)
+
+    assert sorted(matches) == sorted(found)
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="pg_trgm is PostgreSQL's")
-def test_prompt_search_uses_the_trigram_index_on_postgresql(client, team):
+@pytest.mark.parametrize(
+    "q, index_asks_for", [("lighthouse", "%LIGHTHOUSE%"), ("tiny owl", "%OWL%")]
+)
+def test_prompt_search_uses_the_trigram_index_on_postgresql(client, team, q, index_asks_for):
+    # Enough of the team's rows that reading them all through its B-tree (a bitmap scan too)
+    # costs the planner more than the trigram index: with 1,000 it chose the B-tree.
     Prediction.objects.bulk_create(
         Prediction(team=team, model="acme/painter", input={"prompt": f"a fox {index}"})
-        for index in range(1000)
+        for index in range(5000)
     )
     make_prediction(team=team, prompt="a lighthouse")
-    form = HistoryFilterForm({"q": "lighthouse"}, request=client.get("/").wsgi_request)
+    form = HistoryFilterForm({"q": q}, request=client.get("/").wsgi_request)
     assert form.is_valid()
     sql, params = form.shown(form.watched()).query.sql_with_params()
 
@@ -235,6 +321,9 @@ def test_prompt_search_uses_the_trigram_index_on_postgresql(client, team):
         plan = "\n".join(row[0] for row in cursor.fetchall())
 
     assert prompt_index.INDEX in plan
+    # Each word of several alone: no trigram of a word's boundary ("  o") to read.
+    index_condition = next(line for line in plan.splitlines() if "Index Cond" in line)
+    assert index_asks_for in index_condition and "TINY OWL" not in index_condition
 
 
 # --- bench_pages --------------------------------------------------------------------------
@@ -261,6 +350,12 @@ def test_bench_pages_times_every_page_and_ends_with_one_json_line():
     assert pages["live_refresh_unchanged_304"]["status"] == 304
     assert pages["history_q_ox_2_letters_refused"]["status"] == 400
     assert all(page["median"] > 0 and page["queries"] > 0 for page in pages.values())
-    assert len(pages) >= 20
+    assert all(page["cpu"] > 0 for page in pages.values())
+    assert len(pages) >= 27
+    year = pages["costs_full_year"]["url"]
+    assert "since=" in year and "until=" in year
+    assert pages["costs_full_year_one_model"]["url"].startswith(year + "&model=")
+    assert {"costs_this_month", "costs_last_30_days", "prices"} <= set(pages)
+    assert pages["new_images_estimate_htmx"]["status"] == 200
     # The empty team of the baseline is gone; the benchmark's team stays for the next run.
     assert list(Team.objects.values_list("name", flat=True)) == ["Benchmark 100"]

@@ -1,5 +1,5 @@
-// The prediction page's log viewer and copy buttons. Without this script the page still works:
-// the log shows as rendered, and the snippets can be selected and copied by hand.
+// The prediction page's log viewer and its folds (copy buttons: copy.js). Without this script
+// the page still works: the log shows as rendered, and the snippets can be selected by hand.
 //
 // Following the tail: after every swap the log box scrolls to its end, unless the reader has
 // scrolled up; then a "Jump to latest" button shows instead. The box may be replaced whole
@@ -54,31 +54,26 @@
   document.addEventListener("htmx:afterSwap", afterSwap);
   document.addEventListener("htmx:oobAfterSwap", afterSwap);
 
-  // Copy buttons: the clipboard API where the page may use it (HTTPS or localhost), else the
-  // text is selected and the reader is told how to copy it.
-  function copy(button) {
-    var source = document.getElementById(button.getAttribute("data-copy"));
-    var status = document.querySelector("[data-copy-status]");
-    if (!source) return;
-    function say(message) {
-      if (status) status.textContent = message;
-    }
-    function selectText() {
-      var range = document.createRange();
-      range.selectNodeContents(source);
-      var selection = window.getSelection();
-      selection.removeAllRanges();
-      selection.addRange(range);
-      say("Copying is not available here: the text is selected, press Ctrl+C (⌘C on a Mac).");
-    }
-    if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(source.textContent).then(function () {
-        say("Copied to the clipboard.");
-      }, selectText);
-    } else {
-      selectText();
-    }
-  }
+  // Folds inside the live fragment (<details data-keep-open id=...>) come back closed with every
+  // refresh: one the reader opened (or closed) is set back the way they left it, in the task
+  // that swapped it in, so it never shows closed in between.
+  var folds = {};
+
+  document.addEventListener(
+    "toggle",
+    function (evt) {
+      var fold = evt.target;
+      if (fold.id && fold.hasAttribute && fold.hasAttribute("data-keep-open")) {
+        folds[fold.id] = fold.open;
+      }
+    },
+    true
+  );
+  document.addEventListener("htmx:afterSwap", function () {
+    document.querySelectorAll("details[data-keep-open][id]").forEach(function (fold) {
+      if (Object.prototype.hasOwnProperty.call(folds, fold.id)) fold.open = folds[fold.id];
+    });
+  });
 
   document.addEventListener("click", function (evt) {
     var target = evt.target instanceof Element ? evt.target : null;
@@ -90,14 +85,9 @@
       toEnd();
       return;
     }
-    var button = target.closest("[data-copy]");
-    if (button) copy(button);
   });
 
   function start() {
-    document.querySelectorAll("[data-copy]").forEach(function (button) {
-      button.hidden = false;
-    });
     toEnd();
   }
 

@@ -2,31 +2,17 @@
 // #selection form, so selecting works without JavaScript; this adds: the count, and buttons
 // disabled while nothing is selected; shift-click to select a range; Space on a focused tile to
 // toggle it, Escape to clear (when no dialog is open); the selection kept when htmx swaps tiles,
-// and across the reload that brings back an error; a confirmation for buttons with data-confirm;
-// copy buttons (data-copy="<input id>"); in any form (the toolbar, the lightbox's), a board chosen
-// from the list clears a new board's name and the other way round, and Add without either says
-// so beside the fields instead of posting (the server says the same to a page without scripts).
+// and across the reload that brings back an error; in any form (the toolbar, the lightbox's), a
+// board chosen from the list clears a new board's name and the other way round, and Add without
+// either says so beside the fields instead of posting (the server says the same to a page
+// without scripts); Compare, which opens the compare page with the ticked images' predictions,
+// each once, or says beside it why it cannot (two to four are compared).
 (function () {
   "use strict";
   var NEEDS_BOARD = "Choose a board, or name a new one, to add to.";
   // Where the ticked ids wait for the page the toolbar returns to, for a minute at most.
   var KEPT = "darkroom:selection:";
   var KEPT_FOR = 60000;
-
-  document.addEventListener("click", function (event) {
-    var button = event.target.closest("[data-copy]");
-    if (!button) return;
-    var input = document.getElementById(button.dataset.copy);
-    // The prediction page's snippets are <pre>s: static/js/logs.js copies those.
-    if (!input || !input.matches("input")) return;
-    input.select();
-    navigator.clipboard.writeText(input.value).then(function () {
-      button.textContent = "Copied";
-    }, function () {
-      button.textContent = "Press Ctrl+C to copy";
-    });
-  });
-  document.querySelectorAll("[data-copy]").forEach(function (button) { button.hidden = false; });
 
   function needsBoard(form, button) {
     var board = form.elements.board;
@@ -75,10 +61,6 @@
       showBoardError(form, NEEDS_BOARD);
       return;
     }
-    if (button && button.dataset.confirm && !window.confirm(button.dataset.confirm)) {
-      event.preventDefault();
-      return;
-    }
     if (form.id === "selection" && form.elements.next) keep(form);
   });
 
@@ -99,6 +81,10 @@
   var hint = count.textContent;
   var clear = form.querySelector("[data-selection-clear]");
   var more = form.querySelector("[data-selection-more]");
+  var compare = form.querySelector("[data-compare]");
+  var compareError = form.querySelector("[data-compare-error]");
+  var compareMost = 4;
+  var lastTicked = -1;
   // Output ids, so a tile swapped in by htmx comes back ticked if it was.
   var selected = new Set();
   var lastClicked = null;
@@ -116,6 +102,9 @@
       button.disabled = ticked === 0;
     });
     clear.hidden = ticked === 0;
+    // What Compare said is about the ticks it saw: a change of them takes it away.
+    if (compareError && ticked !== lastTicked) compareError.hidden = true;
+    lastTicked = ticked;
   }
 
   function set(box, checked) {
@@ -157,6 +146,35 @@
     lastClicked = box;
     update();
   });
+
+  // The ticked images' predictions, each once, in the page's order. A tile's link says which
+  // prediction it is from: data-open is that prediction's page, /predictions/<id>/.
+  function tickedPredictions() {
+    var ids = [];
+    boxes().forEach(function (box) {
+      var link = box.checked && box.closest(".tile").querySelector(".tile-link[data-open]");
+      var id = link && (link.dataset.open.match(/\/(\d+)\/?$/) || [])[1];
+      if (id && ids.indexOf(id) < 0) ids.push(id);
+    });
+    return ids;
+  }
+
+  if (compare) {
+    compare.hidden = false;
+    compare.addEventListener("click", function () {
+      var ids = tickedPredictions();
+      var problem = "";
+      if (ids.length < 2) {
+        problem = "These images are all of one prediction: tick images of two to four different predictions to compare them.";
+      } else if (ids.length > compareMost) {
+        problem = "These images are of " + ids.length + " predictions: tick images of two to four to compare them.";
+      }
+      compareError.textContent = problem;
+      compareError.hidden = !problem;
+      if (problem) return;
+      location.assign(compare.dataset.compare + "?" + ids.map(function (id) { return "p=" + id; }).join("&"));
+    });
+  }
 
   clear.addEventListener("click", function () {
     boxes().forEach(function (box) { set(box, false); });

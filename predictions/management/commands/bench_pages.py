@@ -1,14 +1,18 @@
-"""How long the history, gallery and prediction pages take to answer with a big history.
+"""How long the history, gallery, prediction, costs and New images pages take to answer with a
+big history.
 
 Times each page server side, through Django's test client signed in as a member of a team with
 `--count` predictions: the whole request (middleware, session, queries, template), without a
 socket or a browser. The team is `--team` (by default "Benchmark <count>"); if it holds fewer
-predictions, `seed_history` adds the rest first. The baseline, measured in the same run, is the
-same history page for a member of an empty team: what a page costs before any prediction.
+predictions, `seed_history` adds the rest first (with their costs and roll-ups). The baseline,
+measured in the same run, is the same history page for a member of an empty team: what a page
+costs before any prediction.
 
 Each page is requested twice to warm up, once more to count its SQL queries, then `--runs` times
-with the clock running. SQLite is for small histories: above 50,000 predictions the command
-refuses, as the figures would say nothing about a deployment.
+with the clock running: wall time per request (median, p95, ...) and the CPU time this process
+spent per request, on average (Django's side; the database server's CPU is not in it). SQLite is
+for small histories: above 50,000 predictions the command refuses, as the figures would say
+nothing about a deployment.
 """
 
 import json
@@ -21,8 +25,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -52,6 +57,9 @@ SEARCHES = {
     "2 letters, refused": ("ox", True),
 }
 
+# What the New images form shows once it has an estimate.
+ESTIMATED = 'class="estimate-amount"'
+
 
 @dataclass
 class Page:
@@ -59,10 +67,12 @@ class Page:
     url: str
     headers: dict = field(default_factory=dict)
     status: int = 200
+    # Markup the answer must hold, where its status alone would not tell.
+    expect: str = ""
 
 
 class Command(BaseCommand):
-    help = "Time the history, gallery and prediction pages at a given history size."
+    help = "Time the history, gallery, prediction, costs and New images pages at a history size."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--count", type=int, required=True, help="predictions in the team")
@@ -122,6 +132,18 @@ class Command(BaseCommand):
         )
         since = (timezone.localdate() - timedelta(days=180)).isoformat()
         until = (timezone.localdate() - timedelta(days=173)).isoformat()
+        # A custom period of the costs page spans at most 366 days.
+        today = timezone.localdate()
+        year = f"since={today - timedelta(days=365)}&until={today}"
+        # The New images form asking again after a change: 4 variations of 2 images each.
+        estimate = urlencode(
+            {
+                "provider": settings.DEFAULT_PROVIDER,
+                "model": "black-forest-labs/flux-dev",
+                "num_outputs": 2,
+                "variations": 4,
+            }
+        )
         model = predictions.values_list("model", flat=True).first()
         prediction = predictions.filter(status=Status.SUCCEEDED).first()
         htmx = {"HTTP_HX_REQUEST": "true"}
@@ -147,6 +169,15 @@ class Command(BaseCommand):
             Page("gallery q=lighthouse (hit)", "/gallery/?q=lighthouse"),
             Page("gallery q=quokka (miss)", "/gallery/?q=quokka"),
             Page("prediction page", f"/predictions/{prediction.pk}/"),
+            Page("costs this month", "/costs/"),
+            Page("costs last 30 days", "/costs/?period=last_30"),
+            Page("costs full year", f"/costs/?{year}"),
+            Page("costs full year, one model", f"/costs/?{year}&model={quote(model)}"),
+            Page("prices", "/costs/prices/"),
+            Page("new images (with estimate)", "/new/", expect=ESTIMATED),
+            Page(
+                "new images estimate (htmx)", f"/costs/estimate?{estimate}", htmx, expect=ESTIMATED
+            ),
             Page(
                 "live refresh, unchanged (304)",
                 refresh,
@@ -162,16 +193,19 @@ class Command(BaseCommand):
             response = client.get(page.url, **page.headers)
         # Read now: the next request clears the connection's query log.
         query_count = len(queries)
-        if response.status_code != page.status:
+        if response.status_code != page.status or page.expect not in response.text:
+            expected = f"{page.status} with {page.expect}" if page.expect else page.status
             raise CommandError(
-                f"{page.url} answered {response.status_code}, not {page.status}: "
+                f"{page.url} answered {response.status_code}, not {expected}: "
                 "the benchmark would time something else than it says."
             )
         samples = []
+        cpu_start = time.process_time()
         for _ in range(runs):
             start = time.perf_counter()
             client.get(page.url, **page.headers)
             samples.append((time.perf_counter() - start) * 1000)
+        cpu = (time.process_time() - cpu_start) * 1000 / runs
         samples.sort()
         return {
             "url": page.url,
@@ -181,23 +215,25 @@ class Command(BaseCommand):
             "median": round(statistics.median(samples), 2),
             "p95": round(samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))], 2),
             "max": round(samples[-1], 2),
+            "cpu": round(cpu, 2),
         }
 
     def report(self, results: dict[str, dict], size: int, runs: int) -> None:
         baseline = results["empty history (baseline)"]["median"]
         self.stdout.write(
-            f"{size:,} predictions on {connection.vendor}, {runs} runs a page; ms, server side:"
+            f"{size:,} predictions on {connection.vendor}, {runs} runs a page; ms, server side "
+            "(cpu: this process's CPU per request):"
         )
         width = max(map(len, results))
         self.stdout.write(
-            f"{'page':<{width}}  {'min':>7} {'median':>7} {'p95':>7} {'max':>7} "
+            f"{'page':<{width}}  {'min':>7} {'median':>7} {'p95':>7} {'max':>7} {'cpu':>7} "
             f"{'queries':>7} {'x baseline':>10}"
         )
         for name, row in results.items():
             row["ratio"] = round(row["median"] / baseline, 2) if baseline else None
             self.stdout.write(
                 f"{name:<{width}}  {row['min']:>7.1f} {row['median']:>7.1f} {row['p95']:>7.1f} "
-                f"{row['max']:>7.1f} {row['queries']:>7} {row['ratio']:>10.2f}"
+                f"{row['max']:>7.1f} {row['cpu']:>7.1f} {row['queries']:>7} {row['ratio']:>10.2f}"
             )
         line = {
             "bench": "pages",

@@ -6,13 +6,17 @@ stored (provider id, version, input, times, metrics, a short tqdm log, output UR
 models are the catalog's, with the simulator's queue and run times; the submitters are the
 team's members, a few of them much busier than the rest. Each output of a succeeded prediction
 gets an `Output` row as the archive leaves it, without a file: mostly "archived" (its thumbnails
-answer 404), a few "expired" (the provider removed the file before it was saved).
+answer 404), a few "expired" (the provider removed the file before it was saved). Each prediction
+gets its cost as its end would have recorded it, from the price rules in force when it was
+submitted, and the team's daily roll-ups are rebuilt from those costs at the end.
 
 `--seed` makes the content repeatable; ids and request keys are always new, so a second run adds
-to the team. Rows are written in batches of 5,000 predictions and their outputs, a transaction
-each, so an interrupted run leaves whole predictions.
+to the team. Rows are written in batches of 5,000 predictions with their outputs and costs, a
+transaction each, so an interrupted run leaves whole predictions (and roll-ups to rebuild:
+`DailyCost.rebuild`, or seed again).
 """
 
+import functools
 import itertools
 import json
 import math
@@ -30,6 +34,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import Membership, Role, Team
+from costs.models import DailyCost, PredictionCost, PriceRule
 from outputs.models import PROVIDER_RETENTION, ArchiveState, Output
 from predictions.catalog import CATALOG
 from predictions.models import Prediction, Status
@@ -124,21 +129,26 @@ class Command(BaseCommand):
             with transaction.atomic():
                 predictions = insert(history.predictions(done, size))
                 outputs += len(insert(history.outputs(predictions)))
+                insert(history.costs(predictions))
             self.stdout.write(
                 f"{done + size:>12,} / {count:,} predictions, {outputs:,} outputs "
                 f"({time.perf_counter() - started:.1f} s)"
             )
+        # Costs were written without moving the roll-ups one by one: one rebuild makes them
+        # equal to the raw rows, the team's earlier history included.
+        roll_ups = DailyCost.rebuild(target)
         if connection.vendor == "postgresql":
             # What autovacuum would do within minutes: statistics, without which the planner
             # plans for the tables as they were, and the visibility map that index-only scans
             # need. VACUUM cannot run inside a transaction (a caller's, or a test's).
             command = "ANALYZE" if connection.in_atomic_block else "VACUUM ANALYZE"
             with connection.cursor() as cursor:
-                for model in (Prediction, Output):
+                for model in (Prediction, Output, PredictionCost, DailyCost):
                     cursor.execute(f"{command} {connection.ops.quote_name(model._meta.db_table)}")
         self.stdout.write(
-            f"Seeded {count:,} predictions and {outputs:,} outputs into team {target.name!r} "
-            f"(id {target.pk}) by {len(submitters)} members in "
+            f"Seeded {count:,} predictions with their costs and {outputs:,} outputs into team "
+            f"{target.name!r} (id {target.pk}) by {len(submitters)} members, "
+            f"{roll_ups:,} daily roll-up rows, in "
             f"{time.perf_counter() - started:.1f} s."
         )
 
@@ -199,6 +209,8 @@ class History:
         self.members = Weighted(rng, {m: 1 / rank for rank, m in enumerate(members, start=1)})
         # Oldest first, as they were submitted: ids grow with time, as they would have.
         self.moments = sorted(rng.random() for _ in range(count))
+        # The price rules of each (provider, model), as PredictionCost.recompute caches them.
+        self.rules: dict[tuple[str, str], list[PriceRule]] = {}
 
     def predictions(self, start: int, count: int) -> list[Prediction]:
         """The `count` predictions from the `start`th oldest on."""
@@ -345,14 +357,30 @@ class History:
                 )
         return outputs
 
+    def costs(self, predictions: list[Prediction]) -> list[PredictionCost]:
+        """What each of the (saved, ended) `predictions` cost, as `PredictionCost.record` would
+        have stored it when it ended: priced by the rule in force when it was submitted."""
+        # An estimate for a prediction that may have run comes from the team's latest successful
+        # runs: read once a batch, after the batch is saved, as its end would have read them.
+        typical = functools.cache(PriceRule.typical_seconds_per_image)
+        costs = []
+        for prediction in predictions:
+            key = (prediction.provider, prediction.model)
+            if key not in self.rules:
+                self.rules[key] = PriceRule.candidates(*key, self.team)
+            rule = PriceRule.choose(self.rules[key], prediction.submitted_at)
+            costs.append(PredictionCost.compute(prediction, rule, typical))
+        return costs
+
 
 def insert(rows: list[models.Model]) -> list[models.Model]:
-    """Save new `rows` of one model and set their primary keys.
+    """Save new `rows` of one model and set their primary keys (unless they have theirs, as a
+    cost has its prediction's).
 
     On PostgreSQL with a COPY, as ids taken from the table's sequence first: `bulk_create` spends
     three quarters of its time turning values into SQL parameters, and COPY takes them as text.
     Values are each field's Python value (JSON encoded for JSON fields), which holds for the
-    fields these rows have: text, numbers, booleans, datetimes, UUIDs and JSON.
+    fields these rows have: text, numbers, decimals, booleans, dates, datetimes, UUIDs and JSON.
     """
     if not rows:
         return rows
@@ -365,12 +393,13 @@ def insert(rows: list[models.Model]) -> list[models.Model]:
         f for f in fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
     ]
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-            [meta.db_table, meta.pk.column, len(rows)],
-        )
-        for row, (pk,) in zip(rows, cursor.fetchall(), strict=True):
-            row.pk = pk
+        if isinstance(meta.pk, models.AutoField):
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                [meta.db_table, meta.pk.column, len(rows)],
+            )
+            for row, (pk,) in zip(rows, cursor.fetchall(), strict=True):
+                row.pk = pk
         columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
         with cursor.copy(
             f"COPY {connection.ops.quote_name(meta.db_table)} ({columns}) FROM STDIN"
