@@ -144,3 +144,25 @@ def test_two_predictions_ticked_in_the_gallery_open_side_by_side_at_every_width(
             assert console.problems == [], (device, scheme, console.problems)
             context.close()
     assert (ARTIFACTS / "compare-phone-dark.png").stat().st_size > 10_000
+
+
+def test_rows_ticked_in_the_history_keep_their_ticks_while_it_refreshes_and_compare(
+    live_server, page, member
+):
+    running = make_prediction("a heron, still running", status="processing", provider_id="h1")
+    done = finished("a heron at dawn", member, seed=7)
+    sign_in(page, live_server.url, member.username)
+    page.goto(f"{live_server.url}/")
+    for prediction in (running, done):
+        page.locator(f"#pick-{prediction.pk}").check()
+
+    # The chunk refreshes while the heron runs; the ticks stay.
+    running.apply_remote({"id": "h1", "status": "succeeded", "output": []})
+    expect(page.locator("tbody.rows tr").first).to_contain_text("Succeeded")
+    expect(page.locator(f"#pick-{running.pk}")).to_be_checked()
+    page.get_by_role("button", name="Compare ticked").click()
+
+    page.wait_for_url(re.compile(r"/compare/\?p=\d+&p=\d+$"))
+    expect(page.locator("main")).to_contain_text("a heron at dawn")
+    expect(page.locator("main")).to_contain_text("a heron, still running")
+    assert page.console.problems == []
