@@ -1,7 +1,7 @@
 """The costs page's charts, drawn on the server as SVG: the geometry here, the markup in
-templates/costs/_columns.html and _bar.html. No script and no style attribute: colours come from
-classes (static/css/costs.css), so the charts follow the page's light or dark theme, and every
-mark has a <title> with its figures in words.
+templates/costs/_columns.html and, for each breakdown row's bar, _breakdown.html. No script and
+no style attribute: colours come from classes (static/css/costs.css), so the charts follow the
+page's light or dark theme, and every mark has a <title> with its figures in words.
 """
 
 from dataclasses import dataclass
@@ -43,6 +43,7 @@ class ColumnChart:
     width: int
     height: int
     columns: list[Column]
+    # The tallest column's amount, the chart's scale; "—" when no column has a height.
     largest: str
 
 
@@ -84,7 +85,7 @@ def day_columns(days: list[Figure], currency: str) -> ColumnChart:
                 only_uncharged=bool(day.sums.predictions) and not spent_height + possibly_height,
             )
         )
-    return ColumnChart(WIDTH, HEIGHT, columns, money(largest, currency))
+    return ColumnChart(WIDTH, HEIGHT, columns, money(largest, currency) if largest else "—")
 
 
 def height_of(amount: Decimal, largest: Decimal) -> float:

@@ -13,7 +13,7 @@ from predictions.filters import date_field, member_field, team_members
 from predictions.forms import clean_model_name
 from predictions.models import RUNNING, Status
 
-from .models import Budget, PriceRule, Unit, day_of, money
+from .models import Budget, PriceRule, Unit, check_price_start, day_of, money, no_price_in
 from .reports import Period, preset_period
 
 # A custom period's longest: a year of daily columns.
@@ -147,6 +147,12 @@ class PriceRuleForm(forms.ModelForm):
     def clean_model(self) -> str:
         return clean_model_name(self.cleaned_data["model"])
 
+    def clean_effective_from(self):
+        """Checked before anything converts it to UTC: year 1 or 9999 would not survive."""
+        start = self.cleaned_data["effective_from"]
+        check_price_start(start)
+        return start
+
     def clean(self) -> dict:
         data = super().clean()
         key = {name: data.get(name) for name in ("provider", "model", "effective_from")}
@@ -177,17 +183,19 @@ class BudgetForm(forms.Form):
         decimal_places=2,
         help_text="Leave empty for no budget.",
     )
-    currency = forms.RegexField(
-        regex=r"^[A-Z]{3}$",
-        initial="USD",
-        max_length=3,
-        error_messages={"invalid": "An ISO 4217 code in capitals, like USD."},
+    currency = forms.ChoiceField(
+        help_text="The currencies of the team's prices: a budget counts what is spent in its own.",
     )
 
     def __init__(self, *args, request: HttpRequest, for_member: bool, **kwargs) -> None:
         """`for_member`: a member's limit (prefix "limit"), else the team's budget ("team")."""
         prefix = "limit" if for_member else "team"
         super().__init__(*args, prefix=prefix, label_suffix="", **kwargs)
+        currencies = Budget.currencies(request.membership.team_id)
+        currency = self.fields["currency"]
+        currency.choices = [(code, code) for code in currencies]
+        currency.initial = "USD" if "USD" in currencies else currencies[0]
+        currency.error_messages["invalid_choice"] = no_price_in("%(value)s")
         member = self.fields["member"]
         member.queryset = team_members(request)
         if for_member:

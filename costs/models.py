@@ -18,17 +18,20 @@ no cost row: budgets count them at their estimate.
 """
 
 import functools
+import math
 import statistics
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
@@ -47,6 +50,17 @@ WARNING_AT = Decimal("0.8")
 # How many of a team's latest successful runs of a model its typical run time is taken from.
 TYPICAL_RUNS = 20
 BATCH = 2000
+# The highest price a rule may set, per image, second or prediction, in any currency: a higher
+# one is a typing mistake.
+LARGEST_PRICE = Decimal(10_000)
+# The most one prediction is believed to cost. A larger result comes from metrics gone wrong (the
+# provider's, or a price bypassing the forms), and is left unpriced rather than trusted: the cost
+# column holds 8 digits before the point, and a day's roll-up 12.
+LARGEST_COST = Decimal(10_000_000)
+# When a price may take effect: an earlier or later start is a typing mistake (year 1, 9999),
+# and one the database cannot even hold once moved to UTC.
+EARLIEST_PRICE_START = date(2000, 1, 1)
+LATEST_PRICE_START = timedelta(days=3653)  # ten years from today
 
 currency_code = RegexValidator(r"^[A-Z]{3}$", "An ISO 4217 code in capitals, like USD.")
 
@@ -97,6 +111,26 @@ def no_price(provider: str, model: str) -> str:
     return f"No price for {provider_label(provider)} {model}."
 
 
+def check_price_start(moment: datetime) -> None:
+    """Refuse a price's start outside 1 January 2000 to ten years from today, by the date it
+    was typed (its own time zone's): a date, so nothing here moves it out of range."""
+    latest = timezone.localdate() + LATEST_PRICE_START
+    if not EARLIEST_PRICE_START <= moment.date() <= latest:
+        raise ValidationError(
+            f"Choose a moment from {EARLIEST_PRICE_START.day} {EARLIEST_PRICE_START:%B %Y} "
+            f"to {latest.day} {latest:%B %Y}.",
+            code="out_of_range",
+        )
+
+
+def reported_seconds(prediction: Prediction) -> Decimal | None:
+    """The run time the provider reported, if it is one: a negative or endless one is none."""
+    seconds = prediction.predict_time
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return Decimal(str(seconds))
+
+
 # Roll-ups are kept by increments from many workers at once, and rebuilt from the raw rows by
 # `recompute_costs`. On PostgreSQL a rebuild holds a team's advisory lock exclusively and each
 # increment shares it, so no increment lands between a rebuild's delete and its insert, while
@@ -115,6 +149,19 @@ def lock_team_costs(team_id: int, exclusive: bool = False) -> None:
     function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {function}(%s, %s)", [COSTS_LOCK, team_id % 2**31])
+
+
+# A submission checks the team's budgets and saves its predictions holding this lock (the first
+# key, "budg" in ASCII; the team's id is the second), so that the next one's check counts them.
+# SQLite runs one write transaction at a time anyway.
+BUDGET_LOCK = 0x62756467
+
+
+def lock_team_budgets(team_id: int) -> None:
+    """Take the team's budgets lock until the end of the current transaction."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [BUDGET_LOCK, team_id % 2**31])
 
 
 def team_id_of(team: "Team | int | None") -> int | None:
@@ -190,10 +237,18 @@ class PriceRule(models.Model):
     model = models.CharField(max_length=201, help_text="owner/name, as predictions name it.")
     unit = models.CharField(max_length=20, choices=Unit.choices)
     amount = models.DecimalField(
-        max_digits=14, decimal_places=8, validators=[MinValueValidator(ZERO)]
+        max_digits=14,
+        decimal_places=8,
+        validators=[
+            MinValueValidator(ZERO),
+            MaxValueValidator(
+                LARGEST_PRICE,
+                f"At most {LARGEST_PRICE:,} a unit: a higher price is a typing mistake.",
+            ),
+        ],
     )
     currency = models.CharField(max_length=3, default="USD", validators=[currency_code])
-    effective_from = models.DateTimeField(default=timezone.now)
+    effective_from = models.DateTimeField(default=timezone.now, validators=[check_price_start])
     source = models.TextField(blank=True, help_text="Where the price comes from, and when.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -350,9 +405,11 @@ class PriceRule(models.Model):
             model=model,
             provider=provider,
             status=Status.SUCCEEDED,
-            predict_time__isnull=False,
+            predict_time__gte=0,
         ).values_list("predict_time", "image_count")[:TYPICAL_RUNS]
-        per_image = [seconds / max(images or 1, 1) for seconds, images in runs]
+        per_image = [
+            seconds / max(images or 1, 1) for seconds, images in runs if math.isfinite(seconds)
+        ]
         if not per_image:
             return None
         return Decimal(str(round(statistics.median(per_image), 3))), len(per_image)
@@ -365,7 +422,7 @@ class PriceRule(models.Model):
         if status in (Status.TIMED_OUT, Status.SUBMIT_UNKNOWN):
             return self.possible_charge(prediction, typical)
         price = self.price_text
-        started = prediction.started_at is not None or prediction.predict_time is not None
+        started = prediction.started_at is not None or reported_seconds(prediction) is not None
         ended = prediction.get_status_display()
         if self.unit == Unit.PER_IMAGE:
             images = prediction.image_count
@@ -377,8 +434,7 @@ class PriceRule(models.Model):
                 )
             return Charge(Kind.CHARGED, self.times(images), f"{plural(images, 'image')} × {price}")
         if self.unit == Unit.PER_SECOND:
-            if prediction.predict_time is not None:
-                seconds = Decimal(str(prediction.predict_time))
+            if (seconds := reported_seconds(prediction)) is not None:
                 amount = self.times(seconds)
                 explanation = f"{seconds_text(seconds)} × {price}"
                 return Charge(Kind.CHARGED if amount else Kind.FREE, amount, explanation)
@@ -398,8 +454,8 @@ class PriceRule(models.Model):
             why = "Timed out: Darkroom stopped following it, and the provider may have run it."
         else:
             why = "Submit outcome unknown: the provider may have run it."
-        if self.unit == Unit.PER_SECOND and prediction.predict_time is not None:
-            seconds = Decimal(str(prediction.predict_time))
+        seconds = reported_seconds(prediction)
+        if self.unit == Unit.PER_SECOND and seconds is not None:
             explanation = f"{why} It ran {seconds_text(seconds)} × {self.price_text}."
             return Charge(Kind.POSSIBLY_CHARGED, self.times(seconds), explanation)
         estimate = self.estimate_for(
@@ -446,6 +502,35 @@ COST_FIELDS = [
 # The roll-up a cost counts in, and what it adds there.
 BUCKET_FIELDS = ["team_id", "day", "member_id", "provider", "model", "status", "currency"]
 SUM_FIELDS = ["count", "amount", "possibly_charged_amount", "unpriced", "possibly_charged"]
+
+
+def believable(amount: Decimal | None) -> bool:
+    return amount is None or (amount.is_finite() and ZERO <= amount <= LARGEST_COST)
+
+
+def beyond_belief(prediction: Prediction, rule: PriceRule) -> Charge:
+    """A prediction whose metrics at `rule`'s price come to more than any prediction is believed
+    to cost: unpriced (or possibly charged, without an estimate), and why."""
+    metrics = [
+        f"{name} {value}"
+        for name, value in (
+            ("predict_time", prediction.predict_time),
+            ("image_count", prediction.image_count),
+        )
+        if value is not None
+    ]
+    reported = f"what the provider reported ({', '.join(metrics)})" if metrics else "its request"
+    explanation = (
+        f"At {rule.price_text}, {reported} comes to more than "
+        f"{money(LARGEST_COST, rule.currency)}, which no prediction is believed to cost"
+    )
+    if prediction.status in (Status.TIMED_OUT, Status.SUBMIT_UNKNOWN):
+        return Charge(Kind.POSSIBLY_CHARGED, None, f"{explanation}: no estimate.")
+    return Charge(
+        Kind.UNPRICED,
+        None,
+        f"{explanation}: left unpriced rather than trusted. Check the metrics and the price.",
+    )
 
 
 class PredictionCost(models.Model):
@@ -513,14 +598,21 @@ class PredictionCost(models.Model):
     def compute(
         cls, prediction: Prediction, rule: PriceRule | None, typical: Typical | None = None
     ) -> "PredictionCost":
-        """The (unsaved) cost of the ended `prediction` under `rule`."""
+        """The (unsaved) cost of the ended `prediction` under `rule`. Whatever the provider
+        reported, it is one the cost columns hold: a cost must never keep a prediction from
+        ending."""
         if prediction.status in (Status.FAILED, Status.CANCELED) and not prediction.provider_id:
             # The provider never accepted the create: certain to cost nothing, priced or not.
             charge = Charge(Kind.FREE, ZERO, "Never reached the provider: nothing to pay.")
         elif rule is None:
             charge = Charge(Kind.UNPRICED, None, no_price(prediction.provider, prediction.model))
         else:
-            charge = rule.charge(prediction, typical)
+            try:
+                charge = rule.charge(prediction, typical)
+            except InvalidOperation:  # a product beyond a Decimal's 28 digits
+                charge = None
+            if charge is None or not believable(charge.amount):
+                charge = beyond_belief(prediction, rule)
         return cls(
             prediction_id=prediction.pk,
             team_id=prediction.team_id,
@@ -625,7 +717,8 @@ class PredictionCost(models.Model):
         background repricing does but at once; then rebuild each team's roll-ups from the first
         day a cost moved from or to. Returns {team id: first day rebuilt}."""
         rebuilt = {}
-        for team_id in sorted(set(predictions.values_list("team_id", flat=True).distinct())):
+        teams = predictions.values_list("team_id", flat=True).order_by("team_id").distinct()
+        for team_id in teams:
             first_day, after, after_id = None, since, 0
             while True:
                 batch = cls.price_again(
@@ -1028,6 +1121,10 @@ class Repricing(models.Model):
 # --- Budgets ----------------------------------------------------------------------------------
 
 
+def no_price_in(currency: str) -> str:
+    return f"No price of the team is in {currency}: a budget in it would count nothing."
+
+
 @dataclass(frozen=True)
 class BudgetUsage:
     """A budget's calendar month so far, in the deployment's TIME_ZONE."""
@@ -1038,6 +1135,12 @@ class BudgetUsage:
     spent: Decimal
     # Possibly charged this month, and the estimates of predictions still running.
     possibly: Decimal
+    # What the budget cannot count: this month's predictions of unknown cost (unpriced, or
+    # running without an estimate)...
+    unknown: int = 0
+    # ...and what was spent, possibly charged or is running in other currencies: (currency,
+    # amount) pairs.
+    elsewhere: tuple[tuple[str, Decimal], ...] = ()
 
     @property
     def committed(self) -> Decimal:
@@ -1062,6 +1165,18 @@ class BudgetUsage:
                 f", and up to {money(self.possibly, currency)} possibly charged or still running"
             )
         return text
+
+    @property
+    def uncounted(self) -> str:
+        """ "Not counted: 2 predictions of unknown cost, and 3.00 EUR in another currency." """
+        parts = []
+        if self.unknown:
+            parts.append(f"{plural(self.unknown, 'prediction')} of unknown cost")
+        if self.elsewhere:
+            amounts = " + ".join(money(amount, currency) for currency, amount in self.elsewhere)
+            where = "another currency" if len(self.elsewhere) == 1 else "other currencies"
+            parts.append(f"{amounts} in {where}")
+        return f"Not counted: {', and '.join(parts)}." if parts else ""
 
 
 class Budget(models.Model):
@@ -1099,6 +1214,19 @@ class Budget(models.Model):
         whose = f"{self.member}'s limit" if self.member_id else "budget"
         return f"{self.team} {whose}: {money(self.amount, self.currency)} a month"
 
+    def clean(self) -> None:
+        if self.team_id and self.currency not in self.currencies(self.team_id):
+            raise ValidationError({"currency": no_price_in(self.currency)})
+
+    @staticmethod
+    def currencies(team: "Team | int") -> list[str]:
+        """The currencies a budget of the team may be in: those its prices use (its own and the
+        deployment's), or dollars while there are none. A budget counts what is spent in its
+        currency: in another, it would count nothing."""
+        rules = PriceRule.objects.filter(Q(team=None) | Q(team=team_id_of(team)))
+        used = rules.order_by("currency").values_list("currency", flat=True).distinct()
+        return list(used) or ["USD"]
+
     @classmethod
     def applying(cls, team: "Team | int", member: Member) -> list["Budget"]:
         """The member's own limit (first) and the team's budget, those that exist."""
@@ -1107,11 +1235,10 @@ class Budget(models.Model):
         return sorted(budgets, key=lambda budget: budget.member_id is None)
 
     def usage(self, at: datetime | None = None) -> BudgetUsage:
+        """The month so far: what it counts in the budget's currency, and what it cannot."""
         at = at or timezone.now()
         first, last = month_of(at)
-        rows = DailyCost.objects.filter(
-            team=self.team_id, day__gte=first, day__lte=last, currency=self.currency
-        )
+        rows = DailyCost.objects.filter(team=self.team_id, day__gte=first, day__lte=last)
         running = Prediction.objects.filter(
             team=self.team_id,
             status__in=RUNNING,
@@ -1120,15 +1247,38 @@ class Budget(models.Model):
         if self.member_id:
             rows = rows.filter(member=self.member_id)
             running = running.filter(submitted_by=self.member_id)
-        sums = rows.aggregate(spent=Sum("amount"), possibly=Sum("possibly_charged_amount"))
+        by_currency = (
+            rows.order_by()
+            .values("currency")
+            .annotate(
+                spent=Sum("amount"),
+                possibly=Sum("possibly_charged_amount"),
+                unpriced=Sum("unpriced"),
+            )
+        )
+        spent = possibly = ZERO
+        unknown = 0
+        elsewhere: dict[str, Decimal] = defaultdict(Decimal)
+        for row in by_currency:
+            unknown += row["unpriced"]
+            if row["currency"] == self.currency:
+                spent, possibly = row["spent"], row["possibly"]
+            elif row["currency"]:
+                elsewhere[row["currency"]] += row["spent"] + row["possibly"]
         in_flight = PriceRule.estimate_all(
             self.team_id, running.values("provider", "model", "input"), at
         )
-        flying = sum(
-            (e.amount for e in in_flight if e.amount is not None and e.currency == self.currency),
-            ZERO,
+        for estimate in in_flight:
+            if estimate.amount is None:
+                unknown += 1
+            elif estimate.currency == self.currency:
+                possibly += estimate.amount
+            else:
+                elsewhere[estimate.currency] += estimate.amount
+        others = tuple(
+            (currency, amount) for currency, amount in sorted(elsewhere.items()) if amount
         )
-        return BudgetUsage(self, first, sums["spent"] or ZERO, (sums["possibly"] or ZERO) + flying)
+        return BudgetUsage(self, first, spent, possibly, unknown, others)
 
     @classmethod
     def usages(
@@ -1159,7 +1309,9 @@ class Budget(models.Model):
             cost = sum(known, ZERO)
             over = usage.committed + cost > budget.amount
             used_up = usage.committed >= budget.amount
-            if not (over or (unknown and used_up)):
+            # What the month spent that the budget cannot count may be anything, as a request of
+            # unknown cost may: once what it counts uses the budget up, either refuses.
+            if not (over or ((unknown or usage.uncounted) and used_up)):
                 continue
             request = plural(len(estimates), "prediction")
             if unknown:
@@ -1168,23 +1320,10 @@ class Budget(models.Model):
                 )
             else:
                 cost_text = f"{request} would cost about {money(cost, budget.currency)}"
+            uncounted = f"{usage.uncounted} " if usage.uncounted else ""
             return (
                 f"Not sent: this would go over {usage.whose} of "
                 f"{money(budget.amount, budget.currency)}. {usage.describe()}; {cost_text}. "
-                "Owners can raise the budget."
+                f"{uncounted}Owners can raise the budget."
             )
         return None
-
-    @classmethod
-    def warning(cls, team: "Team | int", member: Member, at: datetime | None = None) -> str | None:
-        """The banner once the member's limit or the team's budget is 80% used, or None."""
-        reached = [usage for usage in cls.usages(team, member, at) if usage.fraction >= WARNING_AT]
-        if not reached:
-            return None
-        usage = max(reached, key=lambda usage: usage.fraction)
-        budget = usage.budget
-        percent = int(usage.fraction * 100)
-        return (
-            f"{percent}% of {usage.whose} of {money(budget.amount, budget.currency)} is used: "
-            f"{usage.describe()}. At 100% new images are refused; owners can raise the budget."
-        )

@@ -60,6 +60,23 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
+def env_seconds_by_model(name: str) -> dict[str, float]:
+    """Seconds per model, written as "owner/name=seconds,owner/name=seconds"."""
+    values = {}
+    for item in env_list(name):
+        model, _, seconds = (part.strip() for part in item.partition("="))
+        try:
+            number = float(seconds)
+        except ValueError:
+            number = 0.0
+        if "/" not in model or not 0 < number < float("inf"):
+            raise ImproperlyConfigured(
+                f"{name} must be owner/name=seconds pairs separated by commas, not {item!r}"
+            )
+        values[model] = number
+    return values
+
+
 def env_rate(name: str, default: str) -> tuple[int, int]:
     """A rate limit written as "count/seconds", e.g. "30/60" for 30 a minute."""
     value = env_str(name, default)
@@ -321,7 +338,10 @@ POLL_FIRST_INTERVAL = env_float("POLL_FIRST_INTERVAL", 1.0)
 POLL_MAX_INTERVAL = env_float("POLL_MAX_INTERVAL", 30.0)
 # The next poll waits this fraction of the prediction's age, so a long job costs few polls.
 POLL_AGE_FACTOR = env_float("POLL_AGE_FACTOR", 0.25)
+# A prediction still running this long after the provider accepted it is timed out and canceled;
+# a model known to run longer gets its own deadline.
 POLL_DEADLINE = env_float("POLL_DEADLINE", 30 * 60.0)
+POLL_DEADLINES = env_seconds_by_model("POLL_DEADLINES")
 # How long a claimed prediction belongs to one worker: longer than any single request can take.
 POLL_LEASE = env_float("POLL_LEASE", PROVIDER_CONNECT_TIMEOUT + PROVIDER_READ_TIMEOUT + 30)
 POLL_BATCH = env_int("POLL_BATCH", 200)

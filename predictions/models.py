@@ -6,6 +6,7 @@ wake workers up, and the `next_poll_at` column says what is due.
 """
 
 import json
+import math
 import random
 import shlex
 import uuid
@@ -76,6 +77,11 @@ def next_poll_interval(age: timedelta) -> timedelta:
     return timedelta(seconds=seconds * random.uniform(0.8, 1.2))
 
 
+# Cancels sent to a timed-out prediction before Darkroom gives up: with error_backoff() between
+# them (and the default intervals), they span about two minutes of a provider's trouble.
+TIMEOUT_CANCEL_ATTEMPTS = 8
+
+
 def error_backoff(errors: int, retry_after: float | None) -> timedelta:
     seconds = min(settings.POLL_FIRST_INTERVAL * 2**errors, settings.POLL_MAX_INTERVAL * 2)
     seconds *= random.uniform(0.8, 1.2)
@@ -125,7 +131,16 @@ class Prediction(models.Model):
     claims = models.PositiveIntegerField(default=0)
     submit_attempts = models.PositiveSmallIntegerField(default=0)
     sending_since = models.DateTimeField(null=True, blank=True)
+    # When the provider accepted the create (its created_at, else when its answer came): a job's
+    # age and its deadline count from here, not from the submit, which may be long before.
+    accepted_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # The cancel Darkroom sends by itself to a prediction it timed out, so that the provider
+    # stops running (and billing) it: when the last attempt was sent, how many were, and the
+    # provider's answer or the error.
+    timeout_cancel_sent_at = models.DateTimeField(null=True, blank=True)
+    timeout_cancel_attempts = models.PositiveSmallIntegerField(default=0)
+    timeout_cancel_answer = models.TextField(blank=True)
     polls = models.PositiveIntegerField(default=0)
     last_polled_at = models.DateTimeField(null=True, blank=True)
     consecutive_errors = models.PositiveSmallIntegerField(default=0)
@@ -320,10 +335,12 @@ print(prediction["status"], prediction["output"] or prediction["error"])
         """Do the one step this claimed prediction is due for: send, cancel or poll."""
         if self.status == Status.SUBMITTING:
             self.send(client)
+        elif self.status == Status.TIMED_OUT:
+            self.cancel_timed_out(client)
         elif self.status not in RUNNING:
             self._update(Q(), next_poll_at=None)
         elif self.past_deadline():
-            self.time_out()
+            self.poll_before_timing_out(client)
         elif self.cancel_requested_at:
             self.cancel_remote(client)
         else:
@@ -449,7 +466,15 @@ print(prediction["status"], prediction["output"] or prediction["error"])
             # The create went through whatever the provider calls its first state: track it.
             status = Status.STARTING
         metrics = payload.get("metrics") if isinstance(payload.get("metrics"), dict) else {}
+        # JSON columns hold no NaN or Infinity, which Python's parser lets through.
+        metrics = {name: value for name, value in metrics.items() if json_can_hold(value)}
         now = timezone.now()
+        created_at = timestamp(payload.get("created_at"))
+        accepted_at = self.accepted_at or self.submitted_at
+        if answers_create:
+            # Not before the submit nor after the answer, whatever the provider's clock says.
+            told = created_at if created_at and timezone.is_aware(created_at) else now
+            accepted_at = min(max(told, self.submitted_at), now)
         fields = {
             "provider_id": str(payload["id"]),
             "status": status,
@@ -460,7 +485,7 @@ print(prediction["status"], prediction["output"] or prediction["error"])
             "metrics": metrics,
             "predict_time": number_or_none(metrics.get("predict_time")),
             "image_count": number_or_none(metrics.get("image_count"), int),
-            "created_at": timestamp(payload.get("created_at")),
+            "created_at": created_at,
             "started_at": timestamp(payload.get("started_at")),
             "completed_at": timestamp(payload.get("completed_at")),
             "data_removed": bool(payload.get("data_removed")),
@@ -472,9 +497,10 @@ print(prediction["status"], prediction["output"] or prediction["error"])
             "last_error": "",
             "next_poll_at": None
             if status not in RUNNING
-            else now + next_poll_interval(now - self.submitted_at),
+            else now + next_poll_interval(now - accepted_at),
         }
         if answers_create:
+            fields["accepted_at"] = accepted_at
             # The paid create's own answer is always kept, even if this worker's lease ran out
             # meanwhile and another one gave the prediction up as "submit outcome unknown".
             condition = Q(status__in=[Status.SUBMITTING, Status.SUBMIT_UNKNOWN])
@@ -482,20 +508,86 @@ print(prediction["status"], prediction["output"] or prediction["error"])
             condition = Q(status__in=statuses_before(status))
         return self._transition(condition, bound_to_claim=not answers_create, **fields)
 
-    def past_deadline(self) -> bool:
-        deadline = self.submitted_at + timedelta(seconds=settings.POLL_DEADLINE)
-        return timezone.now() >= deadline
+    # --- Deadlines -------------------------------------------------------------------------
 
-    def time_out(self) -> None:
-        minutes = settings.POLL_DEADLINE / 60
-        self._finish(
-            Status.TIMED_OUT,
+    @property
+    def deadline(self) -> timedelta:
+        """How long the provider may run it: the model's own deadline, else POLL_DEADLINE."""
+        return timedelta(seconds=settings.POLL_DEADLINES.get(self.model, settings.POLL_DEADLINE))
+
+    def past_deadline(self) -> bool:
+        """Whether the deadline, counted from the provider's acceptance, has passed."""
+        return timezone.now() >= (self.accepted_at or self.submitted_at) + self.deadline
+
+    def poll_before_timing_out(self, client: ProviderClient) -> None:
+        """Poll once more past the deadline: a prediction the provider says has ended ends as
+        it says; one still running is timed out."""
+        self.poll(client)
+        # A failed poll leaves its error only in the row, and the reason quotes it.
+        self.refresh_from_db(fields=["status", "last_error"])
+        if self.is_running:
+            self.time_out()
+
+    def time_out(self) -> bool:
+        """Stop following it, and have the next step ask the provider to cancel it."""
+        minutes = self.deadline.total_seconds() / 60
+        now = timezone.now()
+        return self._transition(
+            Q(status__in=RUNNING),
+            status=Status.TIMED_OUT,
             error=(
                 f"No final status from the provider after {minutes:g} minutes "
                 f"(last seen: {self.get_status_display().lower()}"
                 + (f"; last error: {self.last_error}" if self.last_error else "")
-                + "). Darkroom stopped polling it."
+                + "). Darkroom stopped polling it"
+                + (" and asked the provider to cancel it." if self.provider_id else ".")
             ),
+            sending_since=None,
+            completed_at=now,
+            next_poll_at=now if self.provider_id else None,
+        )
+
+    def cancel_timed_out(self, client: ProviderClient) -> None:
+        """Send the cancel of a timed-out prediction, recording the attempt and its answer. A
+        cancel that fails is tried again, at most TIMEOUT_CANCEL_ATTEMPTS times in all: the
+        prediction is timed out already, whatever the provider answers."""
+        attempt = self.timeout_cancel_attempts + 1
+        if not self.provider_id or attempt > TIMEOUT_CANCEL_ATTEMPTS:
+            self._update(Q(), next_poll_at=None)
+            return
+        if not self._update(
+            Q(status=Status.TIMED_OUT),
+            timeout_cancel_sent_at=timezone.now(),
+            timeout_cancel_attempts=attempt,
+        ):
+            return
+        retry_after = None
+        try:
+            payload = client.cancel(self.get_provider(), self.provider_id)
+        except ProviderError as exc:
+            answer, retryable, retry_after = exc.message, exc.retryable, exc.retry_after
+            if exc.status == 404:
+                answer, retryable = f"{exc.message} The provider no longer knows it.", False
+        except ProviderNotConfigured as exc:
+            # The team's key was removed meanwhile; it may be back for the next attempt.
+            answer, retryable = str(exc), True
+        except ValueError as exc:
+            answer, retryable = str(exc), False
+        else:
+            answer, retryable = f"The provider answered: {payload.get('status')}.", False
+        again = retryable and attempt < TIMEOUT_CANCEL_ATTEMPTS
+        if retryable:
+            answer += (
+                " Darkroom will try again."
+                if again
+                else f" Darkroom gave up after {attempt} attempts."
+            )
+        self._update(
+            Q(status=Status.TIMED_OUT),
+            timeout_cancel_answer=answer,
+            next_poll_at=timezone.now() + error_backoff(attempt - 1, retry_after)
+            if again
+            else None,
         )
 
     # --- Cancelling ------------------------------------------------------------------------
@@ -596,10 +688,30 @@ def describe_error(error: Any) -> str:
     return str(error)
 
 
+def json_can_hold(value: Any) -> bool:
+    """False for a float JSON cannot hold (NaN, Infinity), anywhere in `value`."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(map(json_can_hold, value.values()))
+    if isinstance(value, list):
+        return all(map(json_can_hold, value))
+    return True
+
+
 def number_or_none(value: Any, kind: type = float) -> Any:
+    """A metric the provider reported, if it is one a charge can be made from and the database
+    holds: a negative, endless or (for a count) too large number is none."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return kind(value)
+    if value < 0 or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    try:
+        number = kind(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    # A count is stored in a 32-bit integer column.
+    return None if kind is int and number >= 2**31 else number
 
 
 def timestamp(value: Any) -> datetime | None:

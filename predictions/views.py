@@ -66,14 +66,11 @@ def submit(request):
             "Press Generate to send them as new predictions.",
         )
         return new_images_page(request, form, status=409)
-    if refusal := submitting_refusal(request, variations):
-        # 402 Payment Required: what stands in the way is money (a budget), not the request.
-        form.add_error(None, refusal)
-        return new_images_page(request, form, status=402)
-    if refusal := submit_refusal(request, len(variations)):
-        form.add_error(None, refusal)
-        return new_images_page(request, form, status=429)
-    predictions = save_predictions(request, key, variations)
+    try:
+        predictions = save_predictions(request, key, variations)
+    except Refused as refused:
+        form.add_error(None, refused.why)
+        return new_images_page(request, form, status=refused.status)
     if not predictions:
         form.add_error(None, "This form was already used. Reload the page and submit again.")
         return new_images_page(request, form, status=409)
@@ -85,9 +82,20 @@ def submitted_with(request, key) -> list[Prediction]:
     return list(for_team(request, Prediction.objects.filter(request_key=key)).order_by("variation"))
 
 
+class Refused(Exception):
+    """New predictions refused before anything was saved or sent: `why`, and the status to
+    answer with."""
+
+    def __init__(self, why: str, status: int) -> None:
+        super().__init__(why)
+        self.why = why
+        self.status = status
+
+
 def submitting_refusal(request, variations: list[dict]) -> str | None:
     """Why an app built on predictions (a budget, in costs) refuses these new predictions, if
-    one does: asked before anything is saved or sent, and before the rate limits count them."""
+    one does: asked in the transaction that would save them, before the rate limits count
+    them."""
     answers = submitting.send(
         Prediction, team=request.membership.team, member=request.user, variations=variations
     )
@@ -115,12 +123,21 @@ def submit_refusal(request, count: int) -> str | None:
 
 
 def save_predictions(request, key, variations: list[dict]) -> list[Prediction]:
-    """Save one prediction per variation, all or none, and wake the dispatcher for them.
+    """Save one prediction per variation, all or none, and wake the dispatcher for them;
+    Refused if an app built on predictions (a budget) or the submit limits refuse them.
 
-    If a concurrent request with the same key won the race, its predictions are returned.
+    The apps are asked in the transaction that saves the predictions, so what they check and
+    what is saved are one step: a budget locks the team there, and two Generates at once cannot
+    both pass a budget that fits only one. If a concurrent request with the same key won the
+    race, its predictions are returned.
     """
     try:
         with transaction.atomic():
+            if refusal := submitting_refusal(request, variations):
+                # 402 Payment Required: what stands in the way is money (a budget).
+                raise Refused(refusal, 402)
+            if refusal := submit_refusal(request, len(variations)):
+                raise Refused(refusal, 429)
             predictions = [
                 Prediction.objects.create(
                     request_key=key,
@@ -130,8 +147,9 @@ def save_predictions(request, key, variations: list[dict]) -> list[Prediction]:
                 )
                 for fields in variations
             ]
-    except IntegrityError:
-        # Only a twin request that saved the same key first explains this; anything else is a bug.
+    except (IntegrityError, Refused):
+        # A twin request that saved the same key first: its predictions were sent, and now
+        # count against the budget. Only it explains an IntegrityError; anything else is a bug.
         twins = submitted_with(request, key)
         if not twins:
             raise
@@ -341,9 +359,11 @@ def rerun(request, pk: int):
     except ProviderNotConfigured as exc:
         return rerun_refused(request, original, str(exc))
     fields = {"provider": original.provider, "model": original.model, "input": original.input}
-    if refusal := submitting_refusal(request, [fields]) or submit_refusal(request, 1):
-        return rerun_refused(request, original, refusal)
-    return submitted(request, save_predictions(request, key, [fields]) or [original])
+    try:
+        predictions = save_predictions(request, key, [fields])
+    except Refused as refused:
+        return rerun_refused(request, original, refused.why)
+    return submitted(request, predictions or [original])
 
 
 def rerun_refused(request, original: Prediction, why: str):

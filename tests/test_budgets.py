@@ -2,24 +2,33 @@
 refused before anything is saved or sent; at 80% the team (or the member) is warned."""
 
 import html
+import re
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from accounts.models import Role
 from costs.models import Budget, PriceRule, month_of
 from predictions.client import ProviderClient
 from predictions.models import Prediction
+from predictions.signals import submitting
 
 from .conftest import make_prediction, make_user
 
 pytestmark = pytest.mark.django_db
 
 SCHNELL = "black-forest-labs/flux-schnell"
+PAINTER = "acme/painter"  # a model no seeded rule prices
 
 
 @pytest.fixture(autouse=True)
@@ -81,6 +90,14 @@ def signed_in(user) -> Client:
     client = Client()
     client.force_login(user)
     return client
+
+
+def banner(user) -> str | None:
+    """The budget banner of the history page as `user` sees it, in words; None if there is
+    none."""
+    page = signed_in(user).get("/").content.decode()
+    found = re.search(r'<p class="banner banner-budget"[^>]*>(.*?)</p>', page, re.DOTALL)
+    return html.unescape(re.sub(r"<[^>]+>", "", found[1])).strip() if found else None
 
 
 def test_images_over_the_budget_are_refused_before_anything_is_saved_or_sent(
@@ -201,12 +218,14 @@ def test_the_team_is_warned_once_80_percent_of_its_budget_is_used(team, member):
     budget(team, "10")
     spend(team, member, 7)
 
-    assert Budget.warning(team, member) is None
+    assert banner(member) is None
 
     spend(team, member, 1)
-    warning = Budget.warning(team, member)
+    warning = banner(member)
     assert warning.startswith("80% of the team's monthly budget of $10.00 is used: $8.00 spent in")
-    assert "At 100% new images are refused; owners can raise the budget." in warning
+    assert warning.endswith("At 100% new images are refused. See the budgets")
+    owner = make_user("olga", team, Role.OWNER)
+    assert banner(owner).endswith("At 100% new images are refused. Raise the budget")
 
 
 def test_a_member_is_warned_about_their_own_limit_and_others_are_not(team, member):
@@ -215,14 +234,14 @@ def test_a_member_is_warned_about_their_own_limit_and_others_are_not(team, membe
     other = make_user("leo", team)
     spend(team, member, 2)
 
-    assert Budget.warning(team, member).startswith("100% of your own monthly limit of $2.00")
-    assert Budget.warning(team, other) is None
+    assert banner(member).startswith("100% of your own monthly limit of $2.00")
+    assert banner(other) is None
 
 
 def test_a_team_without_a_budget_is_never_refused_or_warned(client, team, member):
     spend(team, member, 500)
 
-    assert Budget.warning(team, member) is None
+    assert banner(member) is None
     assert submit(client, variations=4).status_code == 302
 
 
@@ -244,3 +263,136 @@ def test_a_budgets_month_is_the_deployments_calendar_month(settings, team, membe
         Decimal(1),  # the running one, at its estimate
     )
     assert (february.first_day, february.spent, february.possibly) == (date(2026, 2, 1), 0, 0)
+
+
+# --- Currencies and what a budget cannot count --------------------------------------------------
+
+
+def test_a_budget_is_set_only_in_a_currency_the_teams_prices_use(team):
+    owner = signed_in(make_user("olga", team, Role.OWNER))
+
+    in_euros = {"team-amount": "10", "team-currency": "EUR"}
+    refused = owner.post("/costs/budgets/save", in_euros)
+
+    assert refused.status_code == 400
+    assert "No price of the team is in EUR: a budget in it would count nothing." in page_text(
+        refused
+    )
+    assert '<option value="USD"' in page_text(refused)
+    assert '<option value="EUR"' not in page_text(refused)
+    assert not Budget.objects.exists()
+    with pytest.raises(ValidationError, match="No price of the team is in EUR"):
+        Budget(team=team, amount=Decimal(10), currency="EUR").full_clean()
+
+    PriceRule.objects.create(
+        team=team, provider="simulator", model=PAINTER, unit="per_image", amount=2, currency="EUR"
+    )
+    assert owner.post("/costs/budgets/save", in_euros).status_code == 302
+    assert Budget.objects.get().currency == "EUR"
+
+
+def test_what_a_budget_cannot_count_is_said_beside_its_usage_and_in_a_refusal(client, team, member):
+    PriceRule.objects.create(
+        team=team, provider="simulator", model=PAINTER, unit="per_image", amount=2, currency="EUR"
+    )
+    budget(team, "3")
+    budget(team, "3", member=member)
+    spend(team, member, 2)
+    spend(team, member, 1, model=PAINTER)  # 2.00 EUR
+    spend(team, member, 1, model="someone/upscaler")  # unpriced
+    make_prediction(team=team, submitted_by=member, model="someone/upscaler")  # running
+
+    usage = Budget.objects.get(member=None).usage()
+    refused = submit(client, variations=2)
+    owner = signed_in(make_user("olga", team, Role.OWNER))
+
+    uncounted = "Not counted: 2 predictions of unknown cost, and 2.00 EUR in another currency."
+    assert (usage.spent, usage.uncounted) == (Decimal(2), uncounted)
+    assert refused.status_code == 402
+    assert f"2 predictions would cost about $2.00. {uncounted} Owners can raise" in page_text(
+        refused
+    )
+    assert page_text(owner.get("/costs/budgets/")).count(uncounted) == 2  # the team's, mia's
+    assert uncounted in page_text(client.get("/new/"))  # beside mia's own limit
+
+
+def test_once_a_budget_is_used_up_what_it_cannot_count_refuses_even_a_free_request(
+    client, team, member
+):
+    PriceRule.objects.create(
+        team=team, provider="simulator", model=PAINTER, unit="per_image", amount=0
+    )
+    budget(team, "2")
+    spend(team, member, 2)
+
+    assert submit(client, model=PAINTER).status_code == 302  # $0: nothing unknown yet
+
+    spend(team, member, 1, model="someone/upscaler")  # unpriced: the month may be over
+    refused = submit(client, model=PAINTER)
+
+    assert refused.status_code == 402
+    assert "Not counted: 1 prediction of unknown cost." in page_text(refused)
+
+
+# --- Two at once --------------------------------------------------------------------------------
+
+
+def waits_for_a_lock() -> bool:
+    """Whether another transaction waits for a lock. PostgreSQL says so; SQLite, which runs one
+    write transaction at a time, cannot."""
+    if connection.vendor != "postgresql":
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks JOIN pg_database ON database = pg_database.oid "
+            "WHERE NOT granted AND datname = current_database()"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+def until(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_generates_at_once_cannot_both_pass_a_budget_that_fits_only_one(team, member):
+    budget(team, "1.50")
+    leo = make_user("leo", team)
+    mia_passed, leo_done = threading.Event(), threading.Event()
+    statuses = {}
+
+    def hold_mias_generate(sender, member, **kwargs) -> None:
+        """After the budget let mia's Generate through, before it is saved: until leo's waits
+        for it (on SQLite, which cannot say so, a second), or went through too."""
+        if member.username == "mia":
+            mia_passed.set()
+            until(lambda: leo_done.is_set() or waits_for_a_lock(), seconds=1)
+
+    def generate(user, after: threading.Event | None = None) -> None:
+        try:
+            if after is not None:
+                after.wait(timeout=5)
+            statuses[user.username] = submit(signed_in(user)).status_code
+        finally:
+            if user == leo:
+                leo_done.set()
+            connection.close()
+
+    submitting.connect(hold_mias_generate, sender=Prediction)
+    try:
+        threads = [
+            threading.Thread(target=generate, args=(member,)),
+            threading.Thread(target=generate, args=(leo, mia_passed)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        submitting.disconnect(hold_mias_generate, sender=Prediction)
+
+    # $1 each: the first fits, and the second finds it running at its estimate.
+    assert statuses == {"mia": 302, "leo": 402}
+    assert list(Prediction.objects.values_list("submitted_by__username", flat=True)) == ["mia"]

@@ -10,10 +10,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import RestrictedError
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Role
@@ -24,6 +26,7 @@ from costs.models import (
     PredictionCost,
     PriceRule,
     Repricing,
+    lock_team_costs,
     money,
 )
 from costs.tasks import reprice_due
@@ -31,7 +34,7 @@ from dashboard.celery import app as celery_app
 from outputs.models import Output
 from predictions.catalog import CATALOG
 from predictions.client import ProviderError
-from predictions.models import Prediction
+from predictions.models import Prediction, number_or_none
 
 from .conftest import make_prediction, make_team, make_user, wait_for, wait_until_finished
 
@@ -364,6 +367,90 @@ def test_running_predictions_have_no_cost_yet():
     assert not DailyCost.objects.exists()
 
 
+# --- What the provider reports -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seconds", [-30.0, 10**400], ids=["negative", "beyond a float"])
+def test_a_negative_or_impossible_run_time_from_the_provider_is_no_run_time(seconds):
+    prediction = ended(model=SDXL, predict_time=seconds, image_count=-1)
+
+    assert (prediction.predict_time, prediction.image_count) == (None, None)
+    cost = cost_of(prediction)
+    assert (cost.kind, cost.amount) == ("unpriced", None)
+    assert "reported no run time (predict_time)" in cost.explanation
+
+
+def test_no_metric_is_read_from_a_number_that_is_not_one():
+    for nonsense in (float("inf"), float("-inf"), float("nan"), -1, True, "12"):
+        assert number_or_none(nonsense) is None
+        assert number_or_none(nonsense, int) is None
+    assert number_or_none(2**31, int) is None  # more than the count's column holds
+    assert (number_or_none(12.5), number_or_none(3.0, int)) == (12.5, 3)
+
+
+def test_a_negative_run_time_stored_before_is_never_a_negative_charge():
+    prediction = make_prediction(provider="replicate", model=SDXL)
+    Prediction.objects.filter(pk=prediction.pk).update(
+        status="succeeded", provider_id="r1", predict_time=-30.0
+    )
+
+    cost = PredictionCost.record(Prediction.objects.get(pk=prediction.pk))
+
+    assert (cost.kind, cost.amount) == ("unpriced", None)
+
+
+@pytest.mark.parametrize(
+    "unit, price, metrics",
+    [
+        # A price set past the forms, and a provider's odd metrics: both beyond $10,000,000.
+        ("per_second", "999999", {"predict_time": 150.0}),
+        ("per_image", "0.5", {"image_count": 10**9}),
+        # Beyond what a Decimal holds to a millionth.
+        ("per_second", "0.5", {"predict_time": 1e300}),
+    ],
+)
+def test_a_cost_beyond_belief_is_left_unpriced_and_the_prediction_still_ends(unit, price, metrics):
+    rule(unit, price)
+    prediction = make_prediction(provider="replicate", model=PAINTER)
+
+    with transaction.atomic():
+        answer(prediction, "succeeded", **metrics)
+
+    assert Prediction.objects.get(pk=prediction.pk).status == "succeeded"
+    cost = cost_of(prediction)
+    assert (cost.kind, cost.amount) == ("unpriced", None)
+    assert "comes to more than $10000000.00, which no prediction is believed to cost" in (
+        cost.explanation
+    )
+    assert cost.explanation.endswith(
+        "left unpriced rather than trusted. Check the metrics and the price."
+    )
+    cost.full_clean()
+    assert [row[-5:] for row in roll_ups(prediction.team)] == [(1, Decimal(0), 0, 1, 0)]
+
+
+def test_a_possibly_charged_cost_beyond_belief_has_no_estimate():
+    rule("per_image", "0.5")
+    prediction = answer(make_prediction(provider="replicate", model=PAINTER), "processing")
+    Prediction.objects.filter(pk=prediction.pk).update(image_count=10**9)
+    prediction.refresh_from_db()
+
+    prediction.time_out()
+
+    cost = cost_of(prediction)
+    assert (cost.kind, cost.amount) == ("possibly_charged", None)
+    assert cost.explanation.endswith("which no prediction is believed to cost: no estimate.")
+
+
+def test_a_price_above_ten_thousand_a_unit_is_a_typing_mistake():
+    mistake = PriceRule(
+        provider="replicate", model=PAINTER, unit="per_second", amount=Decimal("10000.01")
+    )
+
+    with pytest.raises(ValidationError, match="At most 10,000 a unit"):
+        mistake.full_clean()
+
+
 # --- Days in the deployment's time zone --------------------------------------------------------
 
 
@@ -424,6 +511,35 @@ def test_an_owner_types_a_prices_start_in_the_deployments_time_zone(settings, te
     page = page_text(client.get("/costs/prices/"))
     assert "From (America/New_York)" in page and "2026-02-01 00:00" in page
     assert "In America/New_York." in page
+
+
+@pytest.mark.parametrize(
+    "time_zone, start",
+    [
+        # Moved to UTC, these two leave the years a datetime holds.
+        ("Europe/Berlin", "0001-01-01T00:30"),
+        ("America/New_York", "9999-12-31T23:30"),
+        ("UTC", "1999-12-31T23:59"),
+    ],
+)
+def test_a_price_starting_before_2000_or_over_ten_years_ahead_is_refused_in_words(
+    settings, team, time_zone, start
+):
+    settings.TIME_ZONE = time_zone
+    client = Client()
+    client.force_login(make_user("otto", team, Role.OWNER))
+    price = {"provider": "replicate", "model": PAINTER, "unit": "per_image", "amount": "0.01"}
+
+    response = client.post(
+        "/costs/prices/new", {**price, "currency": "USD", "effective_from": start}
+    )
+
+    assert response.status_code == 400
+    latest = timezone.localdate() + timedelta(days=3653)
+    refusal = f"Choose a moment from 1 January 2000 to {latest.day} {latest:%B %Y}."
+    assert refusal in html.unescape(response.content.decode())
+    assert not PriceRule.objects.filter(team=team).exists()
+    assert client.get("/costs/prices/").status_code == 200
 
 
 # --- Estimates --------------------------------------------------------------------------------
@@ -820,6 +936,22 @@ def test_costs_recorded_by_concurrent_workers_add_up_to_the_raw_rows(client, mem
     )
 
 
+def test_recompute_asks_for_the_teams_without_reading_every_prediction():
+    for team in (make_team(), make_team("Elsewhere")):
+        ended(image_count=1, team=team)
+        ended(image_count=1, team=team)
+
+    with CaptureQueriesContext(connection) as queries:
+        PredictionCost.recompute(Prediction.objects.all())
+
+    [teams] = [q["sql"] for q in queries.captured_queries if "DISTINCT" in q["sql"]]
+    # Ordered by anything else, the DISTINCT would be over each prediction: a row for each.
+    assert (
+        teams.split(" FROM ")[0]
+        == 'SELECT DISTINCT "predictions_prediction"."team_id" AS "team_id"'
+    )
+
+
 def test_recompute_costs_prices_a_history_written_without_them():
     team = make_team()
     for images in (1, 3):
@@ -930,3 +1062,46 @@ def test_the_seeded_prices_are_there_after_earlier_tests_flushed_the_database():
     assert {(r.provider, r.model) for r in seeded} == {
         (provider, model) for provider in ("replicate", "simulator") for model in CATALOG
     }
+
+
+def waiting_for_a_lock() -> bool:
+    """Whether a transaction waits for a lock another holds: PostgreSQL's view of its locks."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks JOIN pg_database ON database = pg_database.oid "
+            "WHERE NOT granted AND datname = current_database()"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="SQLite runs one write transaction at a time"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_prediction_deleted_while_a_repricing_batch_holds_the_team_leaves_exact_roll_ups():
+    team = make_team()
+    rule("per_image", "0.003", model=SCHNELL, team=team)
+    kept = ended(image_count=1, team=team, submitted_at=on(20))
+    doomed = ended(image_count=1, team=team, submitted_at=on(20))
+    # From the 10th on: the batch below prices both at $0.01.
+    rule("per_image", "0.01", model=SCHNELL, team=team, effective_from=on(10))
+    locked = threading.Event()
+
+    def reprice() -> None:
+        with transaction.atomic():
+            lock_team_costs(team.pk, exclusive=True)
+            locked.set()
+            # The deletion has read the cost at $0.003, and waits for the lock.
+            wait_for(waiting_for_a_lock, message="the deletion to wait for the lock")
+            PredictionCost.price_again(team.pk, Prediction.objects.all(), 100)
+
+    def delete() -> None:
+        locked.wait(timeout=5)
+        Prediction.objects.get(pk=doomed.pk).delete()
+
+    at_once(reprice, delete)
+
+    assert cost_of(kept).amount == Decimal("0.01")
+    raw = roll_ups(team)
+    assert raw == rebuilt_roll_ups(team)
+    assert [row[-5:] for row in raw] == [(1, Decimal("0.01"), 0, 0, 0)]

@@ -305,6 +305,15 @@ def test_the_day_chart_is_an_svg_with_a_title_for_every_day_and_no_inline_style(
     assert "style=" not in page and "<script>" not in page
 
 
+def test_a_day_chart_with_nothing_priced_has_no_scale_rather_than_zero(client, member):
+    ended(member, model=PAINTER)
+
+    text = text_of(client.get("/costs/"))
+
+    assert "Tallest column: —" in text
+    assert "$0.00" not in text
+
+
 def test_the_page_of_a_team_without_costs_says_so(client):
     response = client.get("/costs/")
 
@@ -457,6 +466,14 @@ def test_a_second_price_from_the_same_moment_is_refused_in_words(owner):
     assert again.status_code == 400
     assert "already has a price for this model from this moment" in text_of(again)
     assert PriceRule.objects.filter(model=PAINTER).count() == 1
+
+
+def test_a_price_above_ten_thousand_a_unit_is_refused_in_words(team, owner):
+    response = signed_in(owner).post("/costs/prices/new", price_form(amount="10000.01"))
+
+    assert response.status_code == 400
+    assert "At most 10,000 a unit: a higher price is a typing mistake." in text_of(response)
+    assert not PriceRule.objects.filter(team=team).exists()
 
 
 def test_a_viewer_or_member_cannot_add_a_price(team, member):

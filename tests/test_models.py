@@ -124,24 +124,24 @@ def test_an_expired_lease_is_claimed_again():
     assert len(Prediction.claim_due(limit=10)) == 1
 
 
-def test_a_prediction_past_its_deadline_times_out_with_a_reason(settings):
+def test_a_timed_out_prediction_says_why_and_is_due_for_its_cancel(settings):
     settings.POLL_DEADLINE = 60
     prediction = make_prediction(
         status="processing",
         provider_id="abc",
-        submitted_at=timezone.now() - timedelta(minutes=5),
         last_error="Demo (simulator) did not answer in time (timed out).",
     )
     [(pk, claim)] = Prediction.claim_due(limit=10)
 
-    Prediction.take(pk, claim).advance(client=None)
+    assert Prediction.take(pk, claim).time_out()
 
     prediction.refresh_from_db()
     assert prediction.status == "timed_out"
     assert "after 1 minutes" in prediction.error
     assert "last seen: processing" in prediction.error
     assert "did not answer in time" in prediction.error
-    assert prediction.next_poll_at is None
+    assert "asked the provider to cancel it" in prediction.error
+    assert prediction.next_poll_at <= timezone.now()
 
 
 def test_polls_come_fast_for_young_jobs_and_slow_down_with_age(settings):
@@ -229,3 +229,21 @@ def test_a_stale_workers_poll_result_cannot_overwrite_a_newer_claims():
     assert not stale.apply_remote({"id": "abc123", "status": "processing", "logs": "older\n"})
 
     assert Prediction.objects.get(pk=pk).logs == "newer\n"
+
+
+def test_a_metric_json_cannot_hold_is_dropped_and_the_answer_still_applies():
+    prediction = make_prediction(status="processing", provider_id="nan1")
+
+    applied = prediction.apply_remote(
+        {
+            "id": "nan1",
+            "status": "succeeded",
+            "metrics": {"predict_time": float("nan"), "image_count": 1, "x": [float("inf")]},
+        }
+    )
+
+    prediction.refresh_from_db()
+    assert applied
+    assert prediction.status == "succeeded"
+    assert prediction.metrics == {"image_count": 1}
+    assert prediction.predict_time is None
