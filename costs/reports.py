@@ -410,7 +410,8 @@ CSV_HEADER = [
     "prompt",
 ]
 # A spreadsheet runs a cell that starts with one of these as a formula.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Spreadsheets also read past leading blanks, and take the full-width forms of these signs.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "＝", "＋", "－", "＠")
 
 
 class Echo:
@@ -422,7 +423,9 @@ class Echo:
 
 def neutralised(cell: Any) -> Any:
     """Text a spreadsheet would run as a formula, made plain text with a leading quote."""
-    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+    if isinstance(cell, str) and (
+        cell.startswith(FORMULA_STARTS) or cell.lstrip().startswith(FORMULA_STARTS)
+    ):
         return f"'{cell}"
     return cell
 

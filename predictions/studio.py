@@ -23,6 +23,8 @@ class StudioResults:
     predictions: list[Prediction]
     # Why the latest Run again was not sent, if it was not.
     error: str = ""
+    # What the latest Generate sent, when it sent several.
+    sent: str = ""
 
     @staticmethod
     def latest(request: HttpRequest):
@@ -38,7 +40,7 @@ class StudioResults:
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     @classmethod
-    def of(cls, request: HttpRequest, error: str = "") -> "StudioResults":
+    def of(cls, request: HttpRequest, error: str = "", sent: str = "") -> "StudioResults":
         predictions = (
             cls.latest(request)
             .select_related("submitted_by")
@@ -46,7 +48,7 @@ class StudioResults:
             .defer("logs")
             .annotate(log_head=Left("logs", TAIL), log_tail=Right("logs", TAIL))
         )
-        return cls(list(predictions[:SHOWN]), error)
+        return cls(list(predictions[:SHOWN]), error, sent)
 
     @property
     def watching(self) -> bool:

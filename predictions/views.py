@@ -162,7 +162,8 @@ def submitted(request, predictions: list[Prediction]):
     """After a submit: in the studio (htmx), its results with them on top, and a fresh key for
     the next Generate; otherwise their page, or the history for several."""
     if request.htmx:
-        context = {"results": StudioResults.of(request), "next_key": uuid.uuid4()}
+        sent = f"Submitted {len(predictions)} predictions." if len(predictions) > 1 else ""
+        context = {"results": StudioResults.of(request, sent=sent), "next_key": uuid.uuid4()}
         return render(request, "predictions/new.html#results", context)
     return redirect_to_submitted(request, predictions)
 

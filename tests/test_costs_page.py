@@ -388,6 +388,8 @@ def test_the_csv_follows_the_pages_narrowing(client, january):
 def test_the_csv_neutralises_spreadsheet_formulas_in_every_text_cell(client, team):
     sneaky = make_user("@eve", team)
     prompts = ['=HYPERLINK("http://x")', "+1+1", "-2", "@SUM(A1)", "\tTAB", "\rCR", "fine"]
+    # Past leading blanks, and in full width, a spreadsheet still sees a formula.
+    prompts += [" =1+1", "\n=1+1", "\u00a0=1+1", "＝1+1"]
     for prompt in prompts:
         ended(sneaky, prompt=prompt, at=on(5))
 
@@ -402,6 +404,10 @@ def test_the_csv_neutralises_spreadsheet_formulas_in_every_text_cell(client, tea
             "'\tTAB",
             "'\rCR",
             "fine",
+            "' =1+1",
+            "'\n=1+1",
+            "'\u00a0=1+1",
+            "'＝1+1",
         ]
     )
     assert {row[1] for row in rows} == {"'@eve"}

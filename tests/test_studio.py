@@ -79,6 +79,13 @@ def test_generate_in_the_studio_adds_the_prediction_on_top_and_a_fresh_key(clien
     assert Prediction.objects.filter(input__prompt="a heron at dawn").count() == 1
 
 
+def test_several_variations_are_said_sent_above_the_results(client):
+    response = client.post("/predictions/new", form_data(variations="3"), headers=HTMX)
+
+    assert '<p class="sent" role="status">Submitted 3 predictions.</p>' in response.content.decode()
+    assert len(results_of(response.content.decode())) == 3
+
+
 def test_a_refused_generate_comes_back_in_place_with_why(client):
     response = client.post("/predictions/new", form_data(prompt=" "), headers=HTMX)
 
