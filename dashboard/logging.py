@@ -1,11 +1,10 @@
-"""Logging filters. Logs never hold a share link's token: the token is the link's only credential,
-and only its hash is stored, so it must not sit in plain text in a log either. Expected refusals
-are one line each."""
+"""Logging filters. Logs never hold a share link's or an invite's token: each is its link's only
+credential, so it must not sit in plain text in a log. Expected refusals are one line each."""
 
 import logging
 import re
 
-SHARE_TOKEN = re.compile(r"(/s/)[^/\s?#\"']+")
+SHARE_TOKEN = re.compile(r"(/s/|/invite/)[^/\s?#\"']+")
 
 
 def hide_share_tokens(text: str) -> str:
@@ -13,7 +12,8 @@ def hide_share_tokens(text: str) -> str:
 
 
 class HideShareTokens(logging.Filter):
-    """On a handler: every record it writes, from any logger, with share tokens masked."""
+    """On a handler: every record it writes, from any logger, with share and invite tokens
+    masked."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

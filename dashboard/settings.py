@@ -8,6 +8,7 @@ import base64
 import hashlib
 import os
 import re
+import zoneinfo
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -164,12 +165,17 @@ TEMPLATES = [
 ]
 
 # SQLite under var/ unless DATABASE_URL names another database (PostgreSQL in production).
-DATABASES = {
-    "default": dj_database_url.parse(
-        env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'darkroom.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
-    )
-}
+try:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'darkroom.sqlite3'}",
+            conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        )
+    }
+except ValueError as exc:  # dj_database_url's UnknownSchemeError is one
+    raise ImproperlyConfigured(
+        f"DATABASE_URL must be a database URL such as postgres://user@host:5432/name ({exc})"
+    ) from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         # IMMEDIATE takes the write lock when a transaction starts, so two workers claiming
@@ -196,6 +202,10 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
+if TIME_ZONE not in zoneinfo.available_timezones():
+    raise ImproperlyConfigured(
+        f"TIME_ZONE must be an IANA zone such as Europe/Paris, not {TIME_ZONE!r}"
+    )
 USE_I18N = True
 USE_TZ = True
 

@@ -403,7 +403,10 @@ class LogCursorForm(forms.Form):
 COMPARE_LEAST, COMPARE_MOST = 2, 4
 # A BIGINT's range: a larger number is no prediction's, and PostgreSQL refuses to look it up.
 LARGEST_PK = 2**63 - 1
-COMPARE_HOW = "Tick images of two to four predictions in the gallery, then press Compare."
+COMPARE_HOW = (
+    "Tick two to four predictions in the history (or images of them in the gallery), then "
+    "press Compare."
+)
 
 
 class PredictionNumbersField(forms.Field):

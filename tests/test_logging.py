@@ -14,7 +14,7 @@ from gunicorn.config import Config
 
 from accounts.models import Role
 from dashboard.gunicorn import Logger
-from dashboard.logging import HideShareTokens, OneLineRefusals
+from dashboard.logging import HideShareTokens, OneLineRefusals, hide_share_tokens
 
 from .conftest import make_prediction, make_team, make_user
 
@@ -114,3 +114,9 @@ def test_a_server_error_keeps_its_traceback():
 
     assert OneLineRefusals().filter(record)
     assert record.exc_info[1].args == ("a bug",)
+
+
+def test_an_invites_token_is_masked_like_a_share_links():
+    assert hide_share_tokens("GET /invite/l6ds6oMzicVHv_bKVjOtoWZ/ HTTP/1.1") == (
+        "GET /invite/<token>/ HTTP/1.1"
+    )

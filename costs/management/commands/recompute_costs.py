@@ -7,12 +7,22 @@ rebuilt. It works at once, batch by batch, while workers go on. Saving a price r
 predictions it covers priced again in the background, so this is not needed after a price change.
 """
 
+import argparse
 from datetime import date, datetime
 
 from django.core.management.base import BaseCommand, CommandParser
 
 from costs.models import PredictionCost, start_of_day
 from predictions.models import Prediction
+
+
+def local_day(value: str) -> datetime:
+    try:
+        return start_of_day(date.fromisoformat(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a day: give it as YYYY-MM-DD."
+        ) from None
 
 
 class Command(BaseCommand):
@@ -22,7 +32,7 @@ class Command(BaseCommand):
         parser.add_argument("--team", type=int, help="The id of the only team to price again.")
         parser.add_argument(
             "--since",
-            type=lambda value: start_of_day(date.fromisoformat(value)),
+            type=local_day,
             help="Only predictions submitted from this day (YYYY-MM-DD, in TIME_ZONE) on.",
         )
 
