@@ -39,7 +39,6 @@ from django.utils import timezone
 from accounts.models import Team
 from dashboard import leases
 from predictions.client import provider_label
-from predictions.live import team_changed
 from predictions.models import RUNNING, Prediction, Status
 
 ZERO = Decimal(0)
@@ -724,7 +723,7 @@ class PredictionCost(models.Model):
                 batch = cls.price_again(
                     team_id, submitted_from(predictions, after, after_id), BATCH
                 )
-                touch_predictions(team_id, batch.changed)
+                Prediction.mark_changed(batch.changed, team_id)
                 if batch.first_day is not None:
                     first_day = min(first_day or batch.first_day, batch.first_day)
                 if batch.count < BATCH:
@@ -760,14 +759,6 @@ def submitted_from(
             submitted_at=since, pk__lte=after_id
         )
     return predictions.order_by("submitted_at", "pk")
-
-
-def touch_predictions(team_id: int, pks: list[int]) -> None:
-    """Tell the pages of predictions whose cost changed: their rows and pages show it, and their
-    live refreshes compare `updated_at` (and the team's lists its change marker)."""
-    if pks:
-        Prediction.objects.filter(pk__in=pks).update(updated_at=timezone.now())
-        team_changed(team_id)
 
 
 # --- Roll-ups ---------------------------------------------------------------------------------
@@ -1103,7 +1094,7 @@ class Repricing(models.Model):
         if not self.touched:
             return
         with transaction.atomic():
-            touch_predictions(self.team_id, self.touched)
+            Prediction.mark_changed(self.touched, self.team_id)
             self._update(touched=[])
 
     def _update(self, **fields: Any) -> None:

@@ -26,7 +26,6 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from dashboard import leases
-from predictions.live import team_changed
 from predictions.models import Prediction
 
 from . import images
@@ -314,17 +313,9 @@ class Output(models.Model):
             # Predictions first, then outputs: the order the poller locks them in (a provider's
             # answer updates its prediction, then records its outputs), so the two never
             # deadlock. A touch for an update that then matches nothing costs nothing visible.
-            touch_predictions(list(outputs.values_list("prediction_id", "team_id")))
+            touched = list(outputs.values_list("prediction_id", "team_id"))
+            Prediction.mark_changed([pk for pk, _ in touched], *(team for _, team in touched))
             return outputs.update(**fields)
-
-
-def touch_predictions(touched: list[tuple[int, int]]) -> None:
-    """Mark predictions changed, given as (prediction id, team id) pairs: their pages and their
-    teams' lists refresh."""
-    Prediction.objects.filter(pk__in=[pk for pk, _team in touched]).update(
-        updated_at=timezone.now()
-    )
-    team_changed(*(team for _pk, team in touched))
 
 
 def source_for_download(prediction: Prediction, url: str) -> tuple[str, list[str]]:

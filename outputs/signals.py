@@ -7,7 +7,7 @@ from django.dispatch import receiver
 from predictions.models import Prediction
 from predictions.signals import changed
 
-from .models import Output, discard_unused, touch_predictions
+from .models import Output, discard_unused
 
 
 @receiver(changed, sender=Prediction)
@@ -24,7 +24,7 @@ def record_outputs(sender, prediction: Prediction, **kwargs) -> None:
 def delete_stored_files(sender, instance: Output, **kwargs) -> None:
     """A deleted output's files go too (also when its prediction is deleted), unless another
     output shares its SHA-256. Its prediction (if it stays) shows one output fewer."""
-    touch_predictions([(instance.prediction_id, instance.team_id)])
+    Prediction.mark_changed([instance.prediction_id], instance.team_id)
     if instance.sha256:
         names = instance.stored_names()
         transaction.on_commit(lambda: discard_unused(instance.sha256, names))

@@ -198,6 +198,14 @@ class Prediction(models.Model):
 
     # --- Reading ---------------------------------------------------------------------------
 
+    @classmethod
+    def mark_changed(cls, pks: list[int], *team_ids: int) -> None:
+        """Mark predictions changed by something stored beside them (an output, a cost): their
+        pages compare `updated_at`, their teams' lists the change marker."""
+        if pks:
+            cls.objects.filter(pk__in=pks).update(updated_at=timezone.now())
+            team_changed(*team_ids)
+
     @property
     def is_running(self) -> bool:
         return self.status in RUNNING
@@ -250,10 +258,15 @@ class Prediction(models.Model):
     def seed_used(self) -> int | None:
         """The seed the model ran with: the input's, else the one the model printed when it
         picked one (`Using seed: 12345`); None while neither says."""
+        return self.seed_in(self.logs)
+
+    def seed_in(self, logs: str) -> int | None:
+        """`seed_used`, read from `logs` (all of the log, or its start where only that was
+        fetched)."""
         seed = self.input.get("seed")
         if isinstance(seed, int) and not isinstance(seed, bool):
             return seed
-        return printed_seed(self.logs)
+        return printed_seed(logs)
 
     # --- The same request, by hand -------------------------------------------------------
 

@@ -9,7 +9,7 @@ from django.http import HttpRequest
 
 from accounts.teams import for_team
 
-from .logs import Progress, parse_progress, printed_seed, shown_text
+from .logs import Progress, parse_progress, shown_text
 from .models import RUNNING, Prediction
 
 # How many of the member's predictions the studio keeps in view.
@@ -66,11 +66,3 @@ def latest_progress(prediction: Prediction) -> Progress | None:
         return None
     lines = getattr(prediction, "log_tail", "").rstrip("\n").rsplit("\n", 1)
     return parse_progress(shown_text(lines[-1])) if lines[-1] else None
-
-
-def seed_of(prediction: Prediction) -> int | None:
-    """The seed the prediction ran with: its input's, else the one its log's start reports."""
-    seed = prediction.input.get("seed")
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        return seed
-    return printed_seed(getattr(prediction, "log_head", ""))

@@ -4,7 +4,7 @@ from django import template
 
 from predictions.logs import Progress
 from predictions.models import Prediction
-from predictions.studio import latest_progress, seed_of
+from predictions.studio import latest_progress
 
 register = template.Library()
 
@@ -29,4 +29,5 @@ def studio_progress(prediction: Prediction) -> Progress | None:
 
 @register.simple_tag
 def studio_seed(prediction: Prediction) -> int | None:
-    return seed_of(prediction)
+    """The seed used, from the start of the log the results fetched (not the whole log)."""
+    return prediction.seed_in(prediction.log_head)
