@@ -39,7 +39,7 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts *.egg-info
-	rm -rf $(VAR_DIR)/broker $(VAR_DIR)/static $(VAR_DIR)/celerybeat-schedule* \
+	rm -rf $(VAR_DIR)/broker $(VAR_DIR)/static \
 	  $(VAR_DIR)/test-*.sqlite3*
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 

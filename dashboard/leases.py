@@ -9,7 +9,7 @@ message or a dead worker only delays the step until the lease runs out.
 
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -45,3 +45,89 @@ def take(rows: QuerySet, pk: int, claim: int, due: str, lease: float):
     row = rows.get(pk=pk)
     row.claim = claim
     return row
+
+
+def claim_batch(model, due: str, lease: float, limit: int, lookahead: float = 0.0) -> list:
+    """Lease up to `limit` rows of `model` due within `lookahead` seconds, in one statement on
+    PostgreSQL (two in SQLite's write transaction); the rows as instances, each with `claim`
+    (its new claim) and `due_at` (when its step is due, which may be just ahead)."""
+    now = timezone.now()
+    table = model._meta.db_table
+    column = model._meta.get_field(due).column
+    names = ", ".join(f"p.{field.column}" for field in model._meta.concrete_fields)
+    horizon = now + timedelta(seconds=lookahead)
+    lease_until = now + timedelta(seconds=lease)
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            rows = model.objects.raw(
+                f"WITH due AS (SELECT id, {column} AS due_at FROM {table} "
+                f"WHERE {column} <= %s ORDER BY {column} LIMIT %s FOR UPDATE SKIP LOCKED) "
+                f"UPDATE {table} AS p SET {column} = %s, claims = p.claims + 1 "
+                f"FROM due WHERE p.id = due.id RETURNING {names}, due.due_at",
+                [horizon, limit, lease_until],
+            )
+            claimed = list(rows)
+        else:
+            # SQLite's RETURNING cannot name the FROM table: read the due times first (the
+            # transaction already holds the write lock, so nobody else claims them meanwhile).
+            due_at = dict(
+                model.objects.filter(**{f"{due}__lte": horizon})
+                .order_by(due)
+                .values_list("pk", due)[:limit]
+            )
+            if not due_at:
+                return []
+            marks = ", ".join(["%s"] * len(due_at))
+            rows = model.objects.raw(
+                f"UPDATE {table} AS p SET {column} = %s, claims = p.claims + 1 "
+                f"WHERE p.id IN ({marks}) RETURNING {names.replace('p.', '')}",
+                [connection.ops.adapt_datetimefield_value(lease_until), *due_at],
+            )
+            claimed = list(rows)
+            for row in claimed:
+                row.due_at = due_at[row.pk]
+    for row in claimed:
+        row.claim = row.claims
+        if isinstance(row.due_at, str):  # raw() converts model fields only
+            row.due_at = model._meta.get_field(due).to_python(row.due_at)
+    return claimed
+
+
+def update_from_values(
+    model,
+    columns: dict[str, str],
+    sets: list[str],
+    where: str,
+    rows: list[tuple],
+    returning: str | None = None,
+) -> int | list:
+    """One UPDATE for many rows: `columns` names the VALUES columns (name -> SQL type on
+    PostgreSQL), `sets` and `where` are SQL over `p` (the row) and `v` (its values). Each row's
+    values are already adapted for the database. Returns how many rows changed, or the
+    `returning` expression of each."""
+    if not rows:
+        return [] if returning else 0
+    table = model._meta.db_table
+    cast = connection.vendor == "postgresql"
+    names = ", ".join(columns)
+    if cast:
+        # One array per column: the statement's text is the same whatever the number of rows,
+        # so the driver parses it once, and a batch costs a handful of parameters, not
+        # thousands. JSON travels as text.
+        arrays = ", ".join(
+            f"%s::{'text' if kind == 'jsonb' else kind}[]" for kind in columns.values()
+        )
+        typed = ", ".join(f"CAST(r.{name} AS {kind}) AS {name}" for name, kind in columns.items())
+        source = f"v AS (SELECT {typed} FROM unnest({arrays}) AS r({names}))"
+        params = [list(column) for column in zip(*rows, strict=True)]
+    else:
+        marks = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
+        source = f"v({names}) AS (VALUES {marks})"
+        params = [value for row in rows for value in row]
+    sql = f"WITH {source} UPDATE {table} AS p SET {', '.join(sets)} FROM v WHERE {where}"
+    if returning:
+        # SQLite's RETURNING names the updated table's columns bare, PostgreSQL's by alias.
+        sql += f" RETURNING {returning if cast else returning.removeprefix('p.')}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()] if returning else cursor.rowcount

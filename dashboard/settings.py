@@ -87,6 +87,23 @@ def env_rate(name: str, default: str) -> tuple[int, int]:
     return int(count), int(seconds)
 
 
+def env_url(name: str) -> str:
+    """An http or https URL, without a trailing slash; empty when unset."""
+    value = env_str(name)
+    if not value:
+        return ""
+    try:
+        parts = urlsplit(value)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number
+        valid = False
+    if not valid or parts.query or parts.fragment:
+        raise ImproperlyConfigured(
+            f"{name} must be an http or https URL like https://darkroom.example.com, not {value!r}"
+        )
+    return value.rstrip("/")
+
+
 PRODUCTION = env_bool("DARKROOM_PRODUCTION", False)
 DEBUG = env_bool("DEBUG", not PRODUCTION)
 SECRET_KEY = env_str("SECRET_KEY") or ("" if PRODUCTION else "darkroom-development-only-key")
@@ -128,6 +145,8 @@ INSTALLED_APPS = [
     "predictions",
     "outputs",
     "costs",
+    "timings",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -310,12 +329,19 @@ PROVIDERS = {
         "base_url": env_str("COMETAPI_BASE_URL", "https://api.cometapi.com/replicate/v1"),
         "token": COMETAPI_KEY,
         "key_variable": "COMETAPI_KEY",
+        # CometAPI's Replicate route sends no webhooks.
+        "webhooks": False,
+        "query_rate": env_float("COMETAPI_QUERY_RATE", 50.0),
+        "create_rate": env_float("COMETAPI_CREATE_RATE", 10.0),
     },
     "replicate": {
         "label": "Replicate",
         "base_url": env_str("REPLICATE_BASE_URL", "https://api.replicate.com/v1"),
         "token": REPLICATE_API_TOKEN,
         "key_variable": "REPLICATE_API_TOKEN",
+        "webhooks": True,
+        "query_rate": env_float("REPLICATE_QUERY_RATE", 50.0),
+        "create_rate": env_float("REPLICATE_CREATE_RATE", 10.0),
     },
     "simulator": {
         "label": "Demo (simulator)",
@@ -324,8 +350,26 @@ PROVIDERS = {
         "public_url": env_str("SIMULATOR_PUBLIC_URL"),
         "token": "demo",
         "key_variable": "",
+        "webhooks": True,
+        "query_rate": env_float("SIMULATOR_QUERY_RATE", 50.0),
+        "create_rate": env_float("SIMULATOR_CREATE_RATE", 10.0),
     },
 }
+# Requests a second that every worker together may send (predictions/budget.py): "query" for
+# reading and canceling a prediction, "create" for starting one. The defaults are Replicate's
+# published limits, 3,000 and 600 a minute per account.
+for name, provider in PROVIDERS.items():
+    for kind in ("query", "create"):
+        if not 0 < provider[f"{kind}_rate"] < float("inf"):
+            raise ImproperlyConfigured(
+                f"{name.upper()}_{kind.upper()}_RATE must be a number of requests a second "
+                f"above 0, not {provider[f'{kind}_rate']!r}"
+            )
+# While Redis cannot be reached, each machine that runs workers counts its provider requests on
+# its own, at this share of every rate, so that together they still keep within it.
+WORKER_MACHINES = env_int("WORKER_MACHINES", 1)
+if WORKER_MACHINES < 1:
+    raise ImproperlyConfigured(f"WORKER_MACHINES must be 1 or more, not {WORKER_MACHINES}")
 DEFAULT_PROVIDER = env_str("DARKROOM_PROVIDER") or (
     "cometapi" if COMETAPI_KEY else "replicate" if REPLICATE_API_TOKEN else "simulator"
 )
@@ -339,24 +383,42 @@ if not PROVIDERS[DEFAULT_PROVIDER]["token"]:
         f"{PROVIDERS[DEFAULT_PROVIDER]['key_variable']} is not set"
     )
 
+# Where providers reach this deployment, e.g. https://darkroom.example.com. With it, creates on a
+# provider that sends webhooks ask for them (webhooks/), and a prediction moves on as soon as
+# its provider says so instead of at its next poll.
+DARKROOM_PUBLIC_URL = env_url("DARKROOM_PUBLIC_URL")
+
 # A query has been seen taking over 45 s, so reads wait a minute; connecting is quick or dead.
 PROVIDER_CONNECT_TIMEOUT = env_float("PROVIDER_CONNECT_TIMEOUT", 5.0)
 PROVIDER_READ_TIMEOUT = env_float("PROVIDER_READ_TIMEOUT", 60.0)
 
 # --- Poller ----------------------------------------------------------------------------------
-POLL_FIRST_INTERVAL = env_float("POLL_FIRST_INTERVAL", 1.0)
+# Where a prediction's end is likely (predictions.schedule), polls come this often...
+POLL_DENSE_INTERVAL = env_float("POLL_DENSE_INTERVAL", 0.5)
+# ...and elsewhere each waits until this share of the predictions still running would have ended.
+POLL_SKIP_MASS = env_float("POLL_SKIP_MASS", 0.02)
+# Never longer apart than this; past the 99th percentile, this fraction of the time overdue.
 POLL_MAX_INTERVAL = env_float("POLL_MAX_INTERVAL", 30.0)
-# The next poll waits this fraction of the prediction's age, so a long job costs few polls.
 POLL_AGE_FACTOR = env_float("POLL_AGE_FACTOR", 0.25)
+# A prediction whose provider sends webhooks is only polled this often, as a safety net.
+POLL_WEBHOOK_INTERVAL = env_float("POLL_WEBHOOK_INTERVAL", 30.0)
+# The first retry after a failed request; each next one waits twice as long.
+POLL_FIRST_INTERVAL = env_float("POLL_FIRST_INTERVAL", 1.0)
 # A prediction still running this long after the provider accepted it is timed out and canceled;
 # a model known to run longer gets its own deadline.
 POLL_DEADLINE = env_float("POLL_DEADLINE", 30 * 60.0)
 POLL_DEADLINES = env_seconds_by_model("POLL_DEADLINES")
-# How long a claimed prediction belongs to one worker: longer than any single request can take.
-POLL_LEASE = env_float("POLL_LEASE", PROVIDER_CONNECT_TIMEOUT + PROVIDER_READ_TIMEOUT + 30)
+# How long a claimed prediction belongs to one poller without news from it: its poller renews
+# the lease every third of it, so a dead worker's predictions are polled again within it.
+POLL_LEASE = env_float("POLL_LEASE", 10.0)
+# Each poller claims what is due this far ahead, and sends each request when it is due.
+POLL_LOOKAHEAD = env_float("POLL_LOOKAHEAD", 1.0)
 POLL_BATCH = env_int("POLL_BATCH", 200)
+# Requests one poller has on their way at once (a stalled one holds a thread), and predictions
+# it holds in all.
+POLL_THREADS = env_int("POLL_THREADS", 8)
+POLL_CAPACITY = env_int("POLL_CAPACITY", 2000)
 SUBMIT_MAX_ATTEMPTS = env_int("SUBMIT_MAX_ATTEMPTS", 5)
-DISPATCH_INTERVAL = env_float("DISPATCH_INTERVAL", 1.0)
 
 # --- Celery ----------------------------------------------------------------------------------
 # Redis when REDIS_URL is set; otherwise Celery's filesystem broker under var/, no server needed.
@@ -383,13 +445,10 @@ ARCHIVE_QUEUE = "archive"
 CELERY_TASK_ROUTES = {"outputs.tasks.archive": {"queue": ARCHIVE_QUEUE}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Beat keeps its schedule in memory: it needs no writable file, and any number of beats may run
+# (every sweep takes leases). Polling needs no beat at all: every worker process has a poller.
+CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
 CELERY_BEAT_SCHEDULE = {
-    "dispatch-due-predictions": {
-        "task": "predictions.tasks.dispatch_due",
-        "schedule": DISPATCH_INTERVAL,
-        "options": {"expires": DISPATCH_INTERVAL * 5},
-    },
     "archive-due-outputs": {
         "task": "outputs.tasks.archive_due",
         "schedule": ARCHIVE_SWEEP_INTERVAL,
@@ -401,6 +460,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "costs.tasks.reprice_due",
         "schedule": 10.0,
         "options": {"expires": 50.0},
+    },
+    # Folds the samples of ended predictions into their models' learned timings (timings/).
+    "learn-model-timings": {
+        "task": "timings.tasks.learn",
+        "schedule": 10.0,
+        "options": {"expires": 50.0},
+    },
+    "forget-old-webhook-deliveries": {
+        "task": "webhooks.tasks.forget_old_deliveries",
+        "schedule": 3600.0,
+        "options": {"expires": 600.0},
     },
 }
 

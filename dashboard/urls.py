@@ -7,4 +7,6 @@ urlpatterns = [
     path("", include("predictions.urls")),
     path("", include("outputs.urls")),
     path("", include("costs.urls")),
+    path("", include("timings.urls")),
+    path("", include("webhooks.urls")),
 ]

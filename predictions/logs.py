@@ -264,3 +264,33 @@ def open_bar(logs: str, line: int | None, start: int) -> OpenBar | None:
         return None
     item = parse_line(logs[line:end])
     return OpenBar(item, line, adjacent=end + 1 == start) if item.is_progress else None
+
+
+RATE_RE = re.compile(r"(?P<number>[\d.]+)\s*(?P<unit>it/s|s/it)")
+
+
+def remaining_seconds(logs: str) -> float | None:
+    """How long the last progress bar of `logs` says its job has left, from its rate where it
+    prints one (tqdm rounds the remaining time to whole seconds); None when the log's last
+    line is not an unfinished bar with a total."""
+    tail = logs[-LONGEST_BAR:].replace("\r", "\n").rstrip("\n")
+    progress = parse_progress(shown_text(tail.rpartition("\n")[2]))
+    if progress is None or not progress.is_unfinished:
+        return None
+    rate = RATE_RE.fullmatch(progress.rate or "")
+    try:
+        left = float(progress.total) - float(progress.count)
+        per_step = float(rate["number"]) if rate else 0.0
+    except (TypeError, ValueError):
+        left = per_step = 0.0
+    if per_step > 0 and left >= 0:
+        return left / per_step if rate["unit"] == "it/s" else left * per_step
+    return clock_seconds(progress.remaining) if progress.remaining else None
+
+
+def clock_seconds(clock: str) -> float:
+    """`01:02:03` or `02:03` in seconds."""
+    seconds = 0.0
+    for part in clock.split(":"):
+        seconds = seconds * 60 + int(part)
+    return seconds

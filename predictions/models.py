@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import F, Q
 from django.db.models.expressions import Combinable
 from django.db.models.signals import post_delete, post_save
@@ -24,7 +24,10 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from dashboard import leases
+from timings.learned import distribution as learned_timing
+from webhooks import webhook_url
 
+from . import schedule
 from .client import (
     Provider,
     ProviderClient,
@@ -34,7 +37,8 @@ from .client import (
     validate_model,
 )
 from .live import team_changed
-from .logs import printed_seed
+from .logs import printed_seed, remaining_seconds
+from .schedule import Plan
 from .signals import changed
 
 
@@ -67,14 +71,6 @@ def statuses_before(status: str) -> list[str]:
     if status in RUNNING:
         return RUNNING[: RUNNING.index(status) + 1]
     return RUNNING
-
-
-def next_poll_interval(age: timedelta) -> timedelta:
-    """Poll fast while a job is young, then wait a fraction of its age: a job that has run for
-    a minute is unlikely to finish in the next second, and polls are the rate-limit budget."""
-    seconds = age.total_seconds() * settings.POLL_AGE_FACTOR
-    seconds = min(max(seconds, settings.POLL_FIRST_INTERVAL), settings.POLL_MAX_INTERVAL)
-    return timedelta(seconds=seconds * random.uniform(0.8, 1.2))
 
 
 # Cancels sent to a timed-out prediction before Darkroom gives up: with error_backoff() between
@@ -141,6 +137,11 @@ class Prediction(models.Model):
     timeout_cancel_sent_at = models.DateTimeField(null=True, blank=True)
     timeout_cancel_attempts = models.PositiveSmallIntegerField(default=0)
     timeout_cancel_answer = models.TextField(blank=True)
+    # Whether the create asked the provider for webhooks: then polls are only a safety net.
+    webhook = models.BooleanField(default=False)
+    # How likely the next poll is to find the prediction ended (predictions.schedule): when the
+    # request budget is short, the likeliest polls go first.
+    poll_likelihood = models.FloatField(default=0.0)
     polls = models.PositiveIntegerField(default=0)
     last_polled_at = models.DateTimeField(null=True, blank=True)
     consecutive_errors = models.PositiveSmallIntegerField(default=0)
@@ -337,7 +338,126 @@ print(prediction["status"], prediction["output"] or prediction["error"])
     @classmethod
     def claim_due(cls, limit: int) -> list[tuple[int, int]]:
         """Lease due predictions to one worker; (pk, claim) pairs for `take()`."""
-        return leases.claim_due(cls.objects.all(), "next_poll_at", settings.POLL_LEASE, limit)
+        return [(prediction.pk, prediction.claim) for prediction in cls.claim_batch(limit)]
+
+    @classmethod
+    def claim_batch(cls, limit: int, lookahead: float = 0.0) -> list["Prediction"]:
+        """Lease up to `limit` predictions due within `lookahead` seconds to one poller, in one
+        statement; each comes with its `claim` and `due_at` (see predictions.poller)."""
+        return leases.claim_batch(cls, "next_poll_at", settings.POLL_LEASE, limit, lookahead)
+
+    @classmethod
+    def store_polls(cls, results: list[tuple["Prediction", dict[str, Any]]]) -> None:
+        """Store many polls' answers of predictions still running, in one statement: each
+        only where its claim is still the latest and its status would not move backwards."""
+        if not results:
+            return
+        rows, teams = [], set()
+        now = timezone.now()
+        for prediction, fields in results:
+            rows.append(
+                (
+                    prediction.pk,
+                    prediction.claim,
+                    fields["status"],
+                    fields["version"],
+                    fields["logs"],
+                    json_value(fields["output"]),
+                    fields["error"],
+                    json_value(fields["metrics"]),
+                    fields["predict_time"],
+                    fields["image_count"],
+                    db_datetime(fields["created_at"]),
+                    db_datetime(fields["started_at"]),
+                    db_datetime(fields["completed_at"]),
+                    fields["data_removed"],
+                    json_value(fields["urls"]),
+                    db_datetime(fields["next_poll_at"]),
+                    fields["poll_likelihood"],
+                    db_datetime(now),
+                )
+            )
+            if any(getattr(prediction, name) != fields[name] for name in LISTED_FIELDS):
+                teams.add(prediction.team_id)
+        leases.update_from_values(
+            cls,
+            STORED_POLL_COLUMNS,
+            [
+                *(f"{name} = v.{name}" for name in list(STORED_POLL_COLUMNS)[2:]),
+                "last_polled_at = v.updated_at",
+                "polls = p.polls + 1",
+                "consecutive_errors = 0",
+                "last_error = ''",
+            ],
+            # A status moves on only: starting may become processing, not the other way.
+            "p.id = v.id AND p.claims = v.claims AND p.status IN ('starting', v.status)",
+            rows,
+        )
+        team_changed(*teams)
+
+    @classmethod
+    def store_poll_errors(cls, results: list[tuple["Prediction", ProviderError]]) -> None:
+        """Store many polls that failed and will be tried again, in one statement."""
+        now = timezone.now()
+        rows = [
+            (
+                prediction.pk,
+                prediction.claim,
+                exc.message,
+                db_datetime(now + error_backoff(prediction.consecutive_errors, exc.retry_after)),
+                db_datetime(now),
+            )
+            for prediction, exc in results
+        ]
+        leases.update_from_values(
+            cls,
+            {
+                "id": "bigint",
+                "claims": "integer",
+                "last_error": "text",
+                "next_poll_at": "timestamptz",
+                "updated_at": "timestamptz",
+            },
+            [
+                "last_error = v.last_error",
+                "next_poll_at = v.next_poll_at",
+                "updated_at = v.updated_at",
+                "last_polled_at = v.updated_at",
+                "polls = p.polls + 1",
+                "consecutive_errors = p.consecutive_errors + 1",
+            ],
+            "p.id = v.id AND p.claims = v.claims AND p.status IN ('starting', 'processing')",
+            rows,
+        )
+
+    @classmethod
+    def renew_leases(cls, held: list[tuple["Prediction", datetime]], until: datetime) -> set[int]:
+        """Extend the leases a poller still holds (each as it last set it: a row written
+        since, or claimed by another, is left alone); the pks renewed."""
+        return cls._move_leases(held, until)
+
+    @classmethod
+    def release(cls, held: list[tuple["Prediction", datetime]]) -> None:
+        """Give claimed predictions back, due when they were, for any poller to take."""
+        cls._move_leases(held, None)
+
+    @classmethod
+    def _move_leases(cls, held: list[tuple["Prediction", datetime]], until) -> set[int]:
+        if not held:
+            return set()
+        rows = [
+            (p.pk, p.claim, db_datetime(lease), db_datetime(until or p.due_at)) for p, lease in held
+        ]
+        columns = {
+            "id": "bigint",
+            "claims": "integer",
+            "lease": "timestamptz",
+            "due": "timestamptz",
+        }
+        where = "p.id = v.id AND p.claims = v.claims AND p.next_poll_at = v.lease"
+        return set(
+            leases.update_from_values(cls, columns, ["next_poll_at = v.due"], where, rows, "p.id")
+        )
 
     @classmethod
     def take(cls, pk: int, claim: int) -> "Prediction | None":
@@ -375,14 +495,17 @@ print(prediction["status"], prediction["output"] or prediction["error"])
             self._finish(Status.CANCELED, running=[Status.SUBMITTING])
             return
         now = timezone.now()
+        webhook = webhook_url(self)
         if not self._update(
             Q(status=Status.SUBMITTING, sending_since=None),
             sending_since=now,
             submit_attempts=F("submit_attempts") + 1,
+            webhook=bool(webhook),
         ):
             return
+        self.webhook = bool(webhook)
         try:
-            payload = client.create(self.get_provider(), self.model, self.input)
+            payload = client.create(self.get_provider(), self.model, self.input, webhook=webhook)
         except ProviderError as exc:
             self.send_failed(exc)
         except ValueError as exc:
@@ -466,16 +589,25 @@ print(prediction["status"], prediction["output"] or prediction["error"])
     def apply_remote(self, payload: dict[str, Any]) -> bool:
         """Map a provider response onto this prediction; False if it would move it backwards
         or a newer claim owns the prediction now."""
+        fields = self.remote_fields(payload)
+        if fields is None:
+            self.poll_failed(
+                ProviderError(
+                    f"The provider reported an unknown status {payload.get('status')!r}.",
+                    retryable=True,
+                )
+            )
+            return False
+        return self.store_remote(fields)
+
+    def remote_fields(self, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """The fields a provider response sets, with when to poll next; None for a status
+        Darkroom does not know (which the answer to a create is read as "starting")."""
         answers_create = self.status == Status.SUBMITTING
         status = payload.get("status")
         if status not in REMOTE_STATUSES:
             if not answers_create:
-                self.poll_failed(
-                    ProviderError(
-                        f"The provider reported an unknown status {status!r}.", retryable=True
-                    )
-                )
-                return False
+                return None
             # The create went through whatever the provider calls its first state: track it.
             status = Status.STARTING
         metrics = payload.get("metrics") if isinstance(payload.get("metrics"), dict) else {}
@@ -504,29 +636,76 @@ print(prediction["status"], prediction["output"] or prediction["error"])
             "data_removed": bool(payload.get("data_removed")),
             "urls": payload.get("urls") if isinstance(payload.get("urls"), dict) else {},
             "sending_since": None,
-            "polls": F("polls") + (0 if self.status == Status.SUBMITTING else 1),
+            "polls": F("polls") + (0 if answers_create else 1),
             "last_polled_at": now,
             "consecutive_errors": 0,
             "last_error": "",
-            "next_poll_at": None
-            if status not in RUNNING
-            else now + next_poll_interval(now - accepted_at),
+            "next_poll_at": None,
+            "poll_likelihood": 0.0,
         }
+        if status in RUNNING:
+            plan = self.plan_poll(fields, accepted_at, now)
+            fields["next_poll_at"] = now + timedelta(seconds=plan.delay)
+            fields["poll_likelihood"] = plan.likelihood
         if answers_create:
             fields["accepted_at"] = accepted_at
+        return fields
+
+    def store_remote(self, fields: dict[str, Any]) -> bool:
+        """Store what `remote_fields()` read, unless it would move the prediction backwards."""
+        if "accepted_at" in fields:
             # The paid create's own answer is always kept, even if this worker's lease ran out
             # meanwhile and another one gave the prediction up as "submit outcome unknown".
             condition = Q(status__in=[Status.SUBMITTING, Status.SUBMIT_UNKNOWN])
+            return self._transition(condition, bound_to_claim=False, **fields)
+        return self._transition(Q(status__in=statuses_before(fields["status"])), **fields)
+
+    def plan_poll(self, fields: dict[str, Any], accepted_at: datetime, now: datetime) -> Plan:
+        """When to poll next, from the answer's `fields` (see predictions.schedule)."""
+        started_at = fields["started_at"]
+        running = fields["status"] == Status.PROCESSING
+        return schedule.plan(
+            self.timing,
+            age=(now - accepted_at).total_seconds(),
+            run_age=(now - started_at).total_seconds() if running and started_at else None,
+            remaining=remaining_seconds(fields["logs"]) if running else None,
+            deadline_in=(accepted_at + self.deadline - now).total_seconds(),
+            webhook=self.webhook,
+        )
+
+    def chance_ended(self, now: datetime) -> float:
+        """How likely this running prediction is to have ended by `now`, given that it was
+        running when last seen: what decides whose poll goes first when the request budget is
+        short (a poll that waits becomes likelier to find the end, so none starves)."""
+        if self.poll_likelihood >= schedule.BAR_LIKELIHOOD:
+            return self.poll_likelihood  # its progress bar said when
+        seen = self.last_polled_at or self.accepted_at or self.submitted_at
+        if self.status == Status.PROCESSING and self.started_at:
+            times, start = self.timing.run, self.started_at
         else:
-            condition = Q(status__in=statuses_before(status))
-        return self._transition(condition, bound_to_claim=not answers_create, **fields)
+            times, start = self.timing.total, self.accepted_at or self.submitted_at
+        alive = times.survival((seen - start).total_seconds())
+        if alive <= 0:
+            return 1.0
+        return 1.0 - times.survival((now - start).total_seconds()) / alive
+
+    @property
+    def timing(self):
+        """What Darkroom has learned of this model's queue and run times."""
+        return learned_timing(self.provider, self.model)
 
     # --- Deadlines -------------------------------------------------------------------------
 
     @property
     def deadline(self) -> timedelta:
-        """How long the provider may run it: the model's own deadline, else POLL_DEADLINE."""
-        return timedelta(seconds=settings.POLL_DEADLINES.get(self.model, settings.POLL_DEADLINE))
+        """How long the provider may run it: the model's configured deadline, else
+        POLL_DEADLINE, or longer where the model is learned to be slow."""
+        if self.model in settings.POLL_DEADLINES:
+            return timedelta(seconds=settings.POLL_DEADLINES[self.model])
+        timing = self.timing
+        if timing.source != "learned":  # a guess never stretches a deadline
+            return timedelta(seconds=settings.POLL_DEADLINE)
+        return timedelta(seconds=timing.deadline(settings.POLL_DEADLINE))
 
     def past_deadline(self) -> bool:
         """Whether the deadline, counted from the provider's acceptance, has passed."""
@@ -543,7 +722,7 @@ print(prediction["status"], prediction["output"] or prediction["error"])
 
     def time_out(self) -> bool:
         """Stop following it, and have the next step ask the provider to cancel it."""
-        minutes = self.deadline.total_seconds() / 60
+        minutes = round(self.deadline.total_seconds() / 60, 2)
         now = timezone.now()
         return self._transition(
             Q(status__in=RUNNING),
@@ -691,6 +870,38 @@ LISTED_FIELDS = {
 def mark_team_changed(sender, instance: Prediction, **kwargs) -> None:
     """A new, saved or deleted prediction changes its team's lists."""
     team_changed(instance.team_id)
+
+
+# What Prediction.store_polls() writes from each answer, with its type on PostgreSQL.
+STORED_POLL_COLUMNS = {
+    "id": "bigint",
+    "claims": "integer",
+    "status": "text",
+    "version": "text",
+    "logs": "text",
+    "output": "jsonb",
+    "error": "text",
+    "metrics": "jsonb",
+    "predict_time": "double precision",
+    "image_count": "integer",
+    "created_at": "timestamptz",
+    "started_at": "timestamptz",
+    "completed_at": "timestamptz",
+    "data_removed": "boolean",
+    "urls": "jsonb",
+    "next_poll_at": "timestamptz",
+    "poll_likelihood": "double precision",
+    "updated_at": "timestamptz",
+}
+
+
+def json_value(value: Any) -> str | None:
+    """A JSON column's value for raw SQL: None stays SQL NULL, as the ORM stores it."""
+    return None if value is None else json.dumps(value)
+
+
+def db_datetime(value: datetime | None) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
 
 
 def describe_error(error: Any) -> str:

@@ -1,41 +1,53 @@
-"""Celery tasks: thin wake-ups. The database says what is due; the models do the work."""
+"""Celery tasks: thin wake-ups. The database says what is due; the poller does the work."""
 
 import logging
 
 from celery import shared_task
-from django.conf import settings
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 
-from .client import shared_client
-from .models import Prediction
+from .poller import running_poller, stop_poller
 
 log = logging.getLogger(__name__)
 
 
 @shared_task
-def dispatch_due() -> int:
-    """Lease every prediction whose next step is due and queue that step.
+def dispatch_due() -> None:
+    """Wake this worker process's poller (starting it if need be): something may be due.
 
-    Runs every second from the scheduler, and right after a submit. A lost message, a dead worker
-    or a lost broker only delays a step: its lease runs out and the next dispatch claims it again.
+    Sent after a submit; a lost message only delays a poll until the
+    poller next looks by itself (a quarter of a second).
     """
-    claimed = Prediction.claim_due(limit=settings.POLL_BATCH)
-    for pk, claim in claimed:
-        advance.delay(pk, claim)
-    return len(claimed)
+    running_poller().wake()
 
 
-@shared_task
-def advance(pk: int, claim: int) -> None:
-    prediction = Prediction.take(pk, claim)
-    if prediction is None:
-        log.info("prediction %s: claim %s is stale, skipping", pk, claim)
-        return
-    prediction.advance(shared_client())
+@worker_process_init.connect
+def start_in_child(**kwargs) -> None:
+    """Every prefork child polls."""
+    running_poller()
+
+
+@worker_init.connect
+def start_in_worker(sender, **kwargs) -> None:
+    """A worker without child processes (threads, solo) polls in its own process."""
+    pool = sender.pool_cls  # a class, or its name
+    if "prefork" not in (pool if isinstance(pool, str) else pool.__module__):
+        running_poller()
+
+
+@worker_shutdown.connect
+@worker_process_shutdown.connect
+def stop_in_worker(**kwargs) -> None:
+    stop_poller()
 
 
 def wake_dispatcher() -> None:
-    """Ask for a dispatch now; if the broker is down the scheduler's next tick does it."""
+    """Ask for a dispatch now; if the broker is down the poller finds the work by itself."""
     try:
         dispatch_due.delay()
     except Exception:
-        log.warning("could not reach the broker; the scheduler will dispatch", exc_info=True)
+        log.warning("could not reach the broker; the poller will find the work", exc_info=True)

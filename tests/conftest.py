@@ -35,8 +35,11 @@ from outputs.download import IMAGE_FORMATS
 from outputs.models import ArchiveState, Output, store_copy
 from outputs.tasks import archive_due
 from predictions.models import RUNNING, Prediction
+from predictions.poller import stop_poller
 from predictions.simulator import Faults, Simulator
 from predictions.tasks import dispatch_due
+from timings.learned import cache as learned_timings
+from timings.tasks import learn as learn_timings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 User = get_user_model()
@@ -50,11 +53,13 @@ def configure_provider(settings, name: str, **changes) -> None:
 @pytest.fixture(autouse=True)
 def fresh_cache(settings) -> None:
     """A cache namespace of each test's own: no rate-limit counts leak between tests, and
-    nothing flushes Redis, which may carry the broker's messages too."""
+    nothing flushes Redis, which may carry the broker's messages too. Learned timings are read
+    again from each test's own database."""
     settings.CACHES = {
         alias: {**config, "KEY_PREFIX": uuid.uuid4().hex}
         for alias, config in django_settings.CACHES.items()
     }
+    learned_timings.clear()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -110,12 +115,14 @@ def worker(transactional_db, celery_queues, simulator) -> Iterator[None]:
         loglevel="WARNING",
     ):
         yield
+    # The poller outlives the worker's consumer in this process: stop it with the test.
+    stop_poller()
 
 
 @pytest.fixture
 def scheduler(celery_queues) -> Iterator[None]:
-    """Sends `dispatch_due`, `archive_due` and `reprice_due` every 0.2 s through the broker, as
-    celery beat does in production."""
+    """Sends `dispatch_due`, `archive_due`, `reprice_due` and timings' `learn` every 0.2 s
+    through the broker, as celery beat does in production."""
     stop = threading.Event()
 
     def tick() -> None:
@@ -123,6 +130,7 @@ def scheduler(celery_queues) -> Iterator[None]:
             dispatch_due.delay()
             archive_due.delay()
             reprice_due.delay()
+            learn_timings.delay()
 
     thread = threading.Thread(target=tick, daemon=True)
     thread.start()

@@ -7,11 +7,11 @@ from dashboard.settings import *  # noqa: F403
 from dashboard.settings import BROKER_DIR, REDIS_URL, STORAGES, VAR_DIR
 
 POLL_FIRST_INTERVAL = 0.2
+POLL_DENSE_INTERVAL = 0.2
 POLL_MAX_INTERVAL = 1.0
 POLL_LEASE = 4.0
 PROVIDER_CONNECT_TIMEOUT = 1.0
 PROVIDER_READ_TIMEOUT = 1.5
-DISPATCH_INTERVAL = 0.2
 # A queue of this test session's own, shared with the worker processes it starts.
 CELERY_TASK_DEFAULT_QUEUE = os.environ.setdefault(
     "DARKROOM_TEST_QUEUE", f"darkroom-test-{uuid.uuid4().hex[:8]}"

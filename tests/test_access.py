@@ -263,6 +263,8 @@ MATRIX: dict[str, Row] = {
         method="post",
         data=lambda w: {"team-amount": "100", "team-currency": "USD"},
     ),
+    # Model timings: every role reads its team's models' figures; nothing there changes.
+    "timings:index": Row(signed_in(200)),
 }
 
 

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from predictions.models import Prediction, next_poll_interval, trim_nanoseconds
+from predictions.models import Prediction, trim_nanoseconds
 
 from .conftest import make_prediction
 
@@ -142,20 +142,6 @@ def test_a_timed_out_prediction_says_why_and_is_due_for_its_cancel(settings):
     assert "did not answer in time" in prediction.error
     assert "asked the provider to cancel it" in prediction.error
     assert prediction.next_poll_at <= timezone.now()
-
-
-def test_polls_come_fast_for_young_jobs_and_slow_down_with_age(settings):
-    settings.POLL_FIRST_INTERVAL = 1
-    settings.POLL_MAX_INTERVAL = 30
-    settings.POLL_AGE_FACTOR = 0.25
-
-    young = next_poll_interval(timedelta(seconds=2)).total_seconds()
-    middle = next_poll_interval(timedelta(seconds=40)).total_seconds()
-    old = next_poll_interval(timedelta(hours=1)).total_seconds()
-
-    assert 0.8 <= young <= 1.2
-    assert 8 <= middle <= 12
-    assert 24 <= old <= 36
 
 
 def test_nanosecond_timestamps_are_trimmed_to_microseconds():

@@ -1,14 +1,21 @@
 """The provider simulator speaks Replicate's prediction API over a real socket, faults included."""
 
+import base64
+import hashlib
+import hmac
 import io
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -17,7 +24,10 @@ import replicate
 from PIL import Image
 from replicate.helpers import FileOutput
 
+from predictions.management.commands.simulator import Command as SimulatorCommand
 from predictions.simulator import MODELS, Faults, Simulator
+
+from .conftest import wait_for
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 AUTH = {"Authorization": "Bearer test-token"}
@@ -520,3 +530,356 @@ def test_the_management_command_serves_until_interrupted():
     finally:
         command.send_signal(signal.SIGINT)
         assert command.wait(timeout=10) == 0
+
+
+def test_a_response_leaves_in_one_write_so_one_read_finds_all_of_it(simulator):
+    with api_for(simulator) as api:
+        prediction_id = create(api).json()["id"]
+    request = (
+        f"GET /v1/predictions/{prediction_id} HTTP/1.1\r\nHost: sim\r\n"
+        "Authorization: Bearer test-token\r\n\r\n"
+    ).encode()
+
+    # Headers and body written apart arrive apart on loopback, in most of 50 reads.
+    whole = []
+    with socket.create_connection(("127.0.0.1", simulator.port), timeout=5) as connection:
+        for _ in range(50):
+            connection.sendall(request)
+            head, _, body = connection.recv(65536).partition(b"\r\n\r\n")
+            length = int(re.search(rb"Content-Length: (\d+)", head)[1])
+            whole.append(len(body) == length)
+            while len(body) < length:
+                body += connection.recv(65536)
+
+    assert all(whole), f"{whole.count(False)} of 50 responses came in pieces"
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Content-Type: application/json\r\n" in head
+    assert json.loads(body)["id"] == prediction_id
+
+
+def test_requests_with_unusual_headers_are_parsed_as_http_server_would():
+    with Simulator(speed=50, token="secret") as sim:
+        mixed_case = httpx.get(
+            f"{sim.base_url}/predictions", headers={"aUTHORIZATION": "Bearer secret"}
+        )
+        with socket.create_connection(("127.0.0.1", sim.port), timeout=5) as connection:
+            connection.sendall(b"GET /v1/predictions HTTP/1.0\r\n\r\n")
+            old_client = connection.recv(65536)
+        with socket.create_connection(("127.0.0.1", sim.port), timeout=5) as connection:
+            connection.sendall(b"GET /v1/predictions HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n")
+            too_many = connection.recv(65536)
+
+    assert mixed_case.status_code == 200
+    assert old_client.startswith(b"HTTP/1.1 401 ")
+    assert too_many.startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_query_rate_limit_lets_that_many_requests_a_second_through_and_throttles_the_rest():
+    with Simulator(speed=50, faults=Faults(query_rate_limit=20)) as sim, api_for(sim) as api:
+        prediction_id = create(api).json()["id"]
+        started = time.monotonic()
+        burst = [api.get(f"/predictions/{prediction_id}") for _ in range(30)]
+        assert time.monotonic() - started < 1, "the burst must fit in one second"
+        created_meanwhile = create(api)
+        time.sleep(1)
+        later = api.get(f"/predictions/{prediction_id}")
+        stats = sim.stats()
+
+    assert [r.status_code for r in burst] == [200] * 20 + [429] * 10
+    assert burst[-1].headers["Retry-After"] == "1"
+    assert burst[-1].json() == {
+        "detail": "Request was throttled. Expected available in 1 second.",
+        "status": 429,
+    }
+    assert created_meanwhile.status_code == 201, "creates have a budget of their own"
+    assert later.status_code == 200
+    assert stats["responses_by_status"]["429"] == 10
+
+
+def test_a_create_rate_limit_throttles_creates_only():
+    with Simulator(speed=50, faults=Faults(create_rate_limit=2)) as sim, api_for(sim) as api:
+        creates = [create(api) for _ in range(3)]
+        polls = [api.get(f"/predictions/{creates[0].json()['id']}") for _ in range(5)]
+        stats = sim.stats()
+
+    assert [r.status_code for r in creates] == [201, 201, 429]
+    assert {r.status_code for r in polls} == {200}
+    assert stats["predictions_created"] == 2
+    assert stats["responses_by_status"]["429"] == 1
+
+
+def test_under_a_rate_limit_no_second_lets_more_requests_through_than_it_allows():
+    limit = 25
+    passed: list[tuple[float, float]] = []  # (sent, answered) of each request let through
+    throttled = []
+    with Simulator(speed=50, faults=Faults(query_rate_limit=limit)) as sim:
+
+        def hammer() -> None:
+            with api_for(sim) as api:
+                deadline = time.monotonic() + 2.5
+                while time.monotonic() < deadline:
+                    sent = time.monotonic()
+                    response = api.get("/predictions")
+                    answered = time.monotonic()
+                    if response.status_code == 200:
+                        passed.append((sent, answered))
+                    else:
+                        throttled.append(response.headers["Retry-After"])
+
+        with ThreadPoolExecutor(4) as pool:
+            for future in [pool.submit(hammer) for _ in range(4)]:
+                future.result()
+
+    # The simulator let each request through between its sending and its answer. Requests
+    # sent after one's answer and answered within a second of its sending were let through
+    # within that second: a limiter that allowed more in some second shows here.
+    for first_sent, first_answered in passed:
+        within = [s for s, a in passed if s >= first_answered and a < first_sent + 1]
+        assert 1 + len(within) <= limit
+    assert len(passed) >= limit * 2, "the budget should be usable, not just enforced"
+    assert len(passed) <= limit * 3
+    assert throttled and set(throttled) == {"1"}
+
+
+def test_rate_limits_and_webhook_duplicates_are_command_line_flags():
+    parser = SimulatorCommand().create_parser("manage.py", "simulator")
+
+    options = parser.parse_args(
+        ["--query-rate-limit", "50", "--create-rate-limit", "10", "--webhook-duplicate-rate", "1"]
+    )
+
+    assert (options.query_rate_limit, options.create_rate_limit) == (50, 10)
+    assert options.webhook_duplicate_rate == 1.0
+
+
+def test_rate_limits_can_be_changed_over_http_and_must_be_whole_numbers(simulator):
+    control = f"{simulator.url}/_simulator/faults"
+
+    changed = httpx.post(control, json={"query_rate_limit": 5, "create_rate_limit": 1})
+    refused = httpx.post(control, json={"query_rate_limit": 2.5})
+
+    assert changed.status_code == 200
+    assert (simulator.faults.query_rate_limit, simulator.faults.create_rate_limit) == (5, 1)
+    assert refused.status_code == 400
+    assert "query_rate_limit" in refused.json()["detail"]
+
+
+# --- Webhooks ------------------------------------------------------------------------------
+
+
+class Receiver:
+    """A tiny HTTP server that records the webhooks it gets; it answers 500 to the first
+    `failures` of them."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.deliveries: list[tuple[dict[str, str], bytes]] = []
+        self.failures = failures
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                receiver.deliveries.append((headers, body))
+                failed = len(receiver.deliveries) <= receiver.failures
+                self.send_response(500 if failed else 204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webhooks/1/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def payloads(self) -> list[dict]:
+        return [json.loads(body) for _, body in self.deliveries]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+    yield receiver
+    receiver.stop()
+
+
+def signed_correctly(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """Standard Webhooks, written out here so the simulator's own signing is not trusted."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return f"v1,{expected}" in headers["webhook-signature"].split()
+
+
+def create_with_webhook(api: httpx.Client, url: str, model: str = SCHNELL, **fields) -> dict:
+    body = {"input": {"prompt": "a kingfisher"}, "webhook": url, **fields}
+    response = api.post(f"/models/{model}/predictions", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_the_webhook_signing_secret_is_served_to_authenticated_clients(simulator):
+    with api_for(simulator) as api:
+        answer = api.get("/webhooks/default/secret")
+    anonymous = httpx.get(f"{simulator.base_url}/webhooks/default/secret")
+
+    assert answer.status_code == 200
+    assert answer.json() == {"key": simulator.webhook_secret}
+    assert re.fullmatch(r"whsec_[A-Za-z0-9+/]+={0,2}", simulator.webhook_secret)
+    assert len(base64.b64decode(simulator.webhook_secret.removeprefix("whsec_"))) == 32
+    assert anonymous.status_code == 401
+
+
+def test_start_and_completed_webhooks_arrive_signed_with_the_secret(simulator, receiver):
+    with api_for(simulator) as api:
+        prediction = create_with_webhook(
+            api, receiver.url, webhook_events_filter=["start", "completed"]
+        )
+        wait_for(lambda: len(receiver.deliveries) == 2, 5, "two webhooks")
+        final = api.get(f"/predictions/{prediction['id']}").json()
+
+    start, completed = receiver.payloads()
+    assert (start["id"], start["status"]) == (prediction["id"], "processing")
+    assert start["started_at"] and start["completed_at"] is None
+    assert completed == final
+    ids = [headers["webhook-id"] for headers, _ in receiver.deliveries]
+    assert len(set(ids)) == 2
+    for headers, body in receiver.deliveries:
+        assert signed_correctly(simulator.webhook_secret, headers, body)
+        assert abs(int(headers["webhook-timestamp"]) - time.time()) < 5
+        assert headers["content-type"] == "application/json"
+        assert not signed_correctly(simulator.webhook_secret, headers, body + b" ")
+    assert simulator.stats()["webhooks"]["delivered_by_event"] == {"start": 1, "completed": 1}
+
+
+def test_without_a_filter_webhooks_come_for_output_and_completed_as_replicate_documents(
+    simulator, receiver
+):
+    with api_for(simulator) as api:
+        create_with_webhook(api, receiver.url)
+        wait_for(lambda: len(receiver.deliveries) == 2, 5, "two webhooks")
+
+    assert [p["status"] for p in receiver.payloads()] == ["succeeded", "succeeded"]
+    assert simulator.stats()["webhooks"]["delivered_by_event"] == {"output": 1, "completed": 1}
+
+
+def test_logs_webhooks_come_while_it_runs_at_most_every_half_second(receiver):
+    # At speed 20, darkroom/slow runs 1.5 to 6 s in 50 steps: far more steps than half seconds.
+    with Simulator(speed=20, seed=5) as sim, api_for(sim) as api:
+        prediction = create_with_webhook(
+            api, receiver.url, "darkroom/slow", webhook_events_filter=["logs"]
+        )
+        final = poll_until_terminal(api, prediction)[-1]
+        time.sleep(0.2)
+
+    logs = [p["logs"] for p in receiver.payloads()]
+    assert {p["status"] for p in receiver.payloads()} == {"processing"}
+    assert 2 <= len(logs) <= final["metrics"]["predict_time"] / 0.5 + 1
+    assert all(len(later) > len(earlier) for earlier, later in zip(logs, logs[1:], strict=False))
+
+
+def test_a_cancel_sends_its_completed_webhook_at_once_and_no_start_if_it_never_started(
+    receiver,
+):
+    # Canceled while still queued: no start event, and completed says canceled.
+    with Simulator(speed=1, seed=2) as sim, api_for(sim) as api:
+        prediction = create_with_webhook(
+            api, receiver.url, "stability-ai/sdxl", webhook_events_filter=["start", "completed"]
+        )
+        api.post(f"/predictions/{prediction['id']}/cancel")
+        wait_for(lambda: receiver.deliveries, 2, "the completed webhook")
+        time.sleep(0.1)
+
+    [completed] = receiver.payloads()
+    assert (completed["id"], completed["status"]) == (prediction["id"], "canceled")
+    assert completed["started_at"] is None
+
+
+def test_a_failed_delivery_is_retried_with_the_same_id_and_body_and_a_new_signature(simulator):
+    receiver = Receiver(failures=2)
+    try:
+        with api_for(simulator) as api:
+            create_with_webhook(api, receiver.url, webhook_events_filter=["completed"])
+            wait_for(lambda: len(receiver.deliveries) == 3, 5, "three attempts")
+    finally:
+        receiver.stop()
+
+    [(first, body), *retries] = receiver.deliveries
+    for headers, retried_body in retries:
+        assert headers["webhook-id"] == first["webhook-id"]
+        assert retried_body == body
+        assert signed_correctly(simulator.webhook_secret, headers, retried_body)
+    webhooks = simulator.stats()["webhooks"]
+    assert (webhooks["failed_attempts"], webhooks["delivered"]) == (2, 1)
+
+
+def test_a_delivery_that_keeps_failing_is_given_up_after_its_retries(simulator):
+    receiver = Receiver(failures=100)
+    try:
+        with api_for(simulator) as api:
+            create_with_webhook(api, receiver.url, webhook_events_filter=["completed"])
+            wait_for(lambda: simulator.stats()["webhooks"]["given_up"] == 1, 10, "giving up")
+    finally:
+        receiver.stop()
+
+    assert len(receiver.deliveries) == 5
+    assert len({headers["webhook-id"] for headers, _ in receiver.deliveries}) == 1
+
+
+def test_a_webhook_duplicate_rate_of_one_sends_every_webhook_twice_under_one_id(receiver):
+    with Simulator(speed=50, faults=Faults(webhook_duplicate_rate=1.0)) as sim, api_for(sim) as api:
+        create_with_webhook(api, receiver.url, webhook_events_filter=["start", "completed"])
+        wait_for(lambda: len(receiver.deliveries) == 4, 5, "four deliveries")
+        time.sleep(0.2)
+        duplicated = sim.stats()["webhooks"]["duplicated"]
+
+    ids = [headers["webhook-id"] for headers, _ in receiver.deliveries]
+    assert len(ids) == 4 and len(set(ids)) == 2
+    assert all(ids.count(webhook_id) == 2 for webhook_id in ids)
+    assert duplicated == 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"webhook": "ftp://example.com/hook"}, "webhook"),
+        ({"webhook": 7}, "webhook"),
+        (
+            {"webhook": "https://example.com/", "webhook_events_filter": ["finished"]},
+            "webhook_events_filter",
+        ),
+        (
+            {"webhook": "https://example.com/", "webhook_events_filter": "start"},
+            "webhook_events_filter",
+        ),
+    ],
+)
+def test_a_malformed_webhook_or_filter_is_refused_with_422(simulator, fields, named):
+    with api_for(simulator) as api:
+        response = api.post(
+            f"/models/{SCHNELL}/predictions", json={"input": {"prompt": "x"}, **fields}
+        )
+
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(f"- {named}: ")
+    assert simulator.stats()["predictions_created"] == 0
+
+
+def test_stopping_the_simulator_stops_its_webhook_sender(receiver):
+    sim = Simulator(speed=1).start()
+    with api_for(sim) as api:
+        create_with_webhook(api, receiver.url, "darkroom/slow")
+    assert sim.engine.webhooks.running
+
+    started = time.monotonic()
+    sim.stop()
+
+    assert not sim.engine.webhooks.running
+    assert time.monotonic() - started < 1
+    assert receiver.deliveries == []

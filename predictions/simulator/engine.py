@@ -6,23 +6,29 @@ needs no thread per prediction and a stopped simulator leaves nothing running.
 """
 
 import hashlib
+import json
 import math
 import random
 import secrets
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from .images import ASPECT_RATIOS, MATCH_INPUT_IMAGE, OUTPUT_FORMATS, render_image
+from .webhooks import EVENTS, LOGS_INTERVAL, WebhookSender
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 FAULT_ENDPOINTS = ("create", "get", "cancel", "file")
 # Output files are fetched by the archive, not the poller: their faults are asked for by name.
 DEFAULT_FAULT_ENDPOINTS = ("create", "get", "cancel")
 SERVER_ERROR_STATUSES = (500, 502, 503)
+
+# What a create with a webhook and no filter gets, as Replicate documents it.
+DEFAULT_WEBHOOK_EVENTS = ("output", "completed")
 
 # Replicate ids are 26 characters of lowercase Crockford base32.
 ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -43,7 +49,7 @@ class ModelProfile:
     steps: int  # denoising steps, one progress line each
     failure: str | None = None  # every prediction fails with this error
 
-    @property
+    @cached_property
     def version(self) -> str:
         return hashlib.sha256(self.name.encode()).hexdigest()
 
@@ -84,10 +90,30 @@ class Faults:
         default=0.0, metadata={"help": "fraction of responses with a truncated body"}
     )
     failure_rate: float = field(default=0.0, metadata={"help": "fraction of predictions failing"})
+    query_rate_limit: int = field(
+        default=0,
+        metadata={"help": "requests a second allowed to every API call but creates (0: no limit)"},
+    )
+    create_rate_limit: int = field(
+        default=0, metadata={"help": "creates a second allowed (0: no limit)"}
+    )
+    webhook_duplicate_rate: float = field(
+        default=0.0, metadata={"help": "fraction of webhook deliveries sent twice"}
+    )
     endpoints: list[str] = field(
         default_factory=lambda: list(DEFAULT_FAULT_ENDPOINTS),
         metadata={"help": "which endpoints the random faults hit"},
     )
+
+    def any_random(self) -> bool:
+        """Whether any random fault is on."""
+        return (
+            self.rate_limit_rate > 0
+            or self.server_error_rate > 0
+            or self.stall_rate > 0
+            or self.slow_rate > 0
+            or self.malformed_rate > 0
+        )
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply changes from JSON, all or none; ValueError names the first bad one."""
@@ -153,6 +179,14 @@ class Prediction:
     stream_key: str
     canceled: float | None = None
     images: dict[int, bytes] = field(default_factory=dict)
+    # Where its webhooks go, for which events, and the base of the output URLs they name.
+    webhook: str | None = None
+    webhook_events: frozenset[str] = frozenset()
+    file_base: str = ""
+    # Kept between requests, because a poll mostly finds what the last one found: the progress
+    # lines printed so far, and the last body with the state it was rendered for.
+    _progress: list[str] = field(default_factory=list, repr=False)
+    _body: tuple[tuple[Any, ...], bytes] | None = field(default=None, repr=False)
 
     @property
     def started(self) -> float:
@@ -163,7 +197,8 @@ class Prediction:
         return self.canceled if self.canceled is not None else self.started + self.run
 
     def status(self, now: float) -> str:
-        if self.canceled is not None:
+        # `now` may be in the past, for a webhook about an earlier moment than the cancel.
+        if self.canceled is not None and now >= self.canceled:
             return "canceled"
         if now < self.started:
             return "starting"
@@ -174,22 +209,40 @@ class Prediction:
     def data_removed(self, now: float, retention: float) -> bool:
         return self.status(now) in TERMINAL and now >= self.ended + retention
 
-    def logs(self, now: float) -> str:
-        """What the model has printed by now: a tqdm bar advancing with the run time."""
-        status = self.status(now)
+    def steps_done(self, now: float) -> int:
+        """Denoising steps the progress bar shows by now; -1 before the model started."""
         moment = min(now, self.ended)
         if moment < self.started:
+            return -1
+        steps = self.model.steps
+        if self.status(now) in ("succeeded", "failed"):
+            return steps
+        return min(steps, int((moment - self.started) / self.run * steps))
+
+    def logs(self, now: float) -> str:
+        """What the model has printed by now: a tqdm bar advancing with the run time."""
+        done = self.steps_done(now)
+        if done < 0:
             return ""
         steps = self.model.steps
-        if status in ("succeeded", "failed"):
-            done = steps
-        else:
-            done = min(steps, int((moment - self.started) / self.run * steps))
-        lines = [f"Using seed: {self.seed}"]
-        lines += [_progress_line(step, steps, self.run) for step in range(done + 1)]
-        if status == "succeeded":
+        while len(self._progress) <= done:
+            self._progress.append(_progress_line(len(self._progress), steps, self.run))
+        lines = [f"Using seed: {self.seed}", *self._progress[: done + 1]]
+        if self.status(now) == "succeeded":
             lines.append(f"Total safe images: {self.num_outputs} out of {self.num_outputs}")
         return "\n".join(lines) + "\n"
+
+    def body(self, now: float, retention: float, file_base: str) -> bytes:
+        """`as_json` as JSON bytes, rendered again only when something in it has changed."""
+        state = (
+            self.status(now),
+            self.steps_done(now),
+            self.data_removed(now, retention),
+            file_base,
+        )
+        if self._body is None or self._body[0] != state:
+            self._body = (state, json.dumps(self.as_json(now, retention, file_base)).encode())
+        return self._body[1]
 
     def as_json(self, now: float, retention: float, file_base: str) -> dict[str, Any]:
         status = self.status(now)
@@ -228,6 +281,36 @@ class Prediction:
             for index in range(self.num_outputs)
         ]
 
+    def webhook_moments(self) -> list[tuple[float, str]]:
+        """When each event it has webhooks for happens, as the clock tells at its creation (a
+        cancel brings its own `completed`)."""
+        events = self.webhook_events
+        moments = []
+        if "start" in events:
+            moments.append((self.started, "start"))
+        if "logs" in events:
+            steps, last = self.model.steps, self.started
+            for step in range(1, steps):
+                moment = self.started + self.run * step / steps
+                if moment - last >= LOGS_INTERVAL:
+                    moments.append((moment, "logs"))
+                    last = moment
+        # Outputs appear all at once, on success: the output event comes with the end.
+        if "output" in events and not self.failure:
+            moments.append((self.ended, "output"))
+        if "completed" in events:
+            moments.append((self.ended, "completed"))
+        return moments
+
+    def has_event(self, event: str, moment: float) -> bool:
+        """Whether `event` still happens at `moment`: a cancel ends it early, so the events
+        drawn for later never come."""
+        if event == "completed":
+            return moment == self.ended
+        if event == "output":
+            return moment == self.ended and self.status(moment) == "succeeded"
+        return self.status(moment) == "processing"
+
 
 class Engine:
     """Every prediction and counter of one simulator, behind one lock."""
@@ -242,6 +325,8 @@ class Engine:
         self._requests_by_endpoint: Counter[str] = Counter()
         self._responses_by_status: Counter[str] = Counter()
         self._creates_by_prompt: Counter[str] = Counter()
+        self._rate_limits = {"query": RateLimit(), "create": RateLimit()}
+        self.webhooks = WebhookSender(self.webhook_body, faults, seed)
 
     def resolve_version(self, version: str) -> str:
         """The model named by `owner/name`, `owner/name:hash` or a bare version hash."""
@@ -253,12 +338,20 @@ class Engine:
                 return profile.name
         raise UnknownModel(f"Version {version} not found")
 
-    def create(self, model_name: str, input: Any, file_base: str) -> dict[str, Any]:
-        """Start a prediction; UnknownModel or InvalidInput if the request is refused."""
+    def create(
+        self,
+        model_name: str,
+        input: Any,
+        file_base: str,
+        webhook: Any = None,
+        webhook_events: Any = None,
+    ) -> dict[str, Any]:
+        """Start a prediction, with webhooks to `webhook` for `webhook_events` (by default
+        Replicate's: output and completed); UnknownModel or InvalidInput if it is refused."""
         model = MODELS.get(model_name)
         if model is None:
             raise UnknownModel(f"Model {model_name} not found")
-        problems = input_problems(input)
+        problems = input_problems(input) + webhook_problems(webhook, webhook_events)
         if problems:
             raise InvalidInput(problems)
         with self._lock:
@@ -282,10 +375,18 @@ class Engine:
                 run=self._draw_duration(model.run_median),
                 failure=model.failure or self._draw_failure(),
                 stream_key=secrets.token_hex(26),
+                webhook=webhook,
+                webhook_events=frozenset(
+                    DEFAULT_WEBHOOK_EVENTS if webhook_events is None else webhook_events
+                ),
+                file_base=file_base,
             )
             self._predictions[prediction.id] = prediction
             self._creates_by_prompt[input["prompt"]] += 1
-            return prediction.as_json(now, self.retention, file_base)
+            answer = prediction.as_json(now, self.retention, file_base)
+        if webhook:
+            self.webhooks.schedule(prediction.id, webhook, prediction.webhook_moments())
+        return answer
 
     def get(self, prediction_id: str, file_base: str) -> dict[str, Any] | None:
         with self._lock:
@@ -294,15 +395,36 @@ class Engine:
                 return None
             return prediction.as_json(time.time(), self.retention, file_base)
 
+    def get_body(self, prediction_id: str, file_base: str) -> bytes | None:
+        """`get` as the JSON a poll receives: the hot path, so mostly rendered before."""
+        with self._lock:
+            prediction = self._predictions.get(prediction_id)
+            if prediction is None:
+                return None
+            return prediction.body(time.time(), self.retention, file_base)
+
     def cancel(self, prediction_id: str, file_base: str) -> dict[str, Any] | None:
         with self._lock:
             prediction = self._predictions.get(prediction_id)
             if prediction is None:
                 return None
             now = time.time()
-            if prediction.status(now) not in TERMINAL:
+            canceled_now = prediction.status(now) not in TERMINAL
+            if canceled_now:
                 prediction.canceled = now
-            return prediction.as_json(now, self.retention, file_base)
+            answer = prediction.as_json(now, self.retention, file_base)
+        if canceled_now and prediction.webhook and "completed" in prediction.webhook_events:
+            self.webhooks.schedule(prediction.id, prediction.webhook, [(now, "completed")])
+        return answer
+
+    def webhook_body(self, prediction_id: str, event: str, moment: float) -> bytes | None:
+        """The prediction as it was at `moment`, for a webhook of `event`; None if that event
+        never happened after all (a cancel came first)."""
+        with self._lock:
+            prediction = self._predictions.get(prediction_id)
+            if prediction is None or not prediction.has_event(event, moment):
+                return None
+            return prediction.body(moment, self.retention, prediction.file_base)
 
     def newest_first(self, file_base: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -339,10 +461,24 @@ class Engine:
                 prediction.images[index] = image
         return image
 
+    def throttle(self, endpoint: str) -> float | None:
+        """Seconds until the rate limit lets this request through, or None if it may go now."""
+        kind = "create" if endpoint == "create" else "query"
+        limit = self.faults.create_rate_limit if kind == "create" else self.faults.query_rate_limit
+        if limit <= 0:
+            return None
+        with self._lock:
+            return self._rate_limits[kind].admit(limit, time.monotonic())
+
     def draw_fault(self, endpoint: str) -> Fault | None:
         """Decide whether this request misbehaves, and how."""
+        faults = self.faults
+        if faults.rate_limit_burst <= 0 and not (
+            endpoint in faults.endpoints and faults.any_random()
+        ):
+            # Most requests meet no fault at all: they need no lock to learn that.
+            return None
         with self._lock:
-            faults = self.faults
             if faults.rate_limit_burst > 0:
                 faults.rate_limit_burst -= 1
                 return Fault("rate_limit")
@@ -380,6 +516,7 @@ class Engine:
                 "responses_by_status": dict(self._responses_by_status),
                 "predictions_created": len(self._predictions),
                 "creates_by_prompt": dict(self._creates_by_prompt),
+                "webhooks": self.webhooks.stats(),
             }
 
     def _draw_duration(self, median: float) -> float:
@@ -400,6 +537,43 @@ class Engine:
         for prediction in self._predictions.values():
             if prediction.images and prediction.data_removed(now, self.retention):
                 prediction.images.clear()
+
+
+class RateLimit:
+    """At most `limit` requests in any one second, as a provider's limiter enforces it.
+
+    A sliding window of the times of the requests let through, not a token bucket: a bucket
+    of one second's capacity lets twice its rate through in a second that begins with it full,
+    and a client kept to a budget should find that budget in every second. It holds at most
+    `limit` times, so it stays cheap."""
+
+    def __init__(self) -> None:
+        self._passed: deque[float] = deque()
+
+    def admit(self, limit: int, now: float) -> float | None:
+        """None if a request at `now` may pass (and count it), else seconds until one may."""
+        passed = self._passed
+        while passed and passed[0] <= now - 1:
+            passed.popleft()
+        if len(passed) < limit:
+            passed.append(now)
+            return None
+        return passed[len(passed) - limit] + 1 - now
+
+
+def webhook_problems(webhook: Any, events: Any) -> list[str]:
+    """Replicate-style validation messages for a create's webhook fields."""
+    problems = []
+    if webhook is not None and not (
+        isinstance(webhook, str) and webhook.startswith(("https://", "http://"))
+    ):
+        problems.append("- webhook: must be an http or https URL")
+    if events is not None and not (
+        isinstance(events, list) and all(event in EVENTS for event in events)
+    ):
+        choices = ", ".join(f'"{event}"' for event in EVENTS)
+        problems.append(f"- webhook_events_filter: must be a list drawn from {choices}")
+    return problems
 
 
 def input_problems(input: Any) -> list[str]:

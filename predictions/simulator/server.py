@@ -1,5 +1,6 @@
 """The simulator's HTTP side: Replicate's prediction API, output files and control endpoints."""
 
+import email.utils
 import json
 import math
 import re
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 
 from .engine import TERMINAL, Engine, Faults, InvalidInput, UnknownModel
 from .images import OUTPUT_FORMATS
+from .webhooks import new_secret
 
 # (method, path, endpoint); the endpoint names the handler method and the stats key.
 ROUTES = [
@@ -23,14 +25,18 @@ ROUTES = [
         ("GET", r"/v1/predictions/(?P<prediction_id>[^/]+)", "get"),
         ("POST", r"/v1/predictions/(?P<prediction_id>[^/]+)/cancel", "cancel"),
         ("GET", r"/files/(?P<prediction_id>[^/]+)/out-(?P<index>\d+)\.(?P<extension>\w+)", "file"),
+        ("GET", r"/v1/webhooks/default/secret", "webhook_secret"),
         ("GET", r"/_simulator/faults", "faults"),
         ("POST", r"/_simulator/faults", "faults"),
         ("GET", r"/_simulator/stats", "stats"),
     )
 ]
-API_ENDPOINTS = {"create", "list", "get", "cancel"}
+API_ENDPOINTS = {"create", "list", "get", "cancel", "webhook_secret"}
 COUNTED_ENDPOINTS = API_ENDPOINTS | {"file"}
 MAX_WAIT = 60  # Replicate holds a `Prefer: wait` request at most this many seconds
+# http.server's limits on a request's headers.
+MAX_HEADERS = 100
+MAX_HEADER_LINE = 65536
 
 GATEWAY_PAGES = {
     502: "502 Bad Gateway",
@@ -112,6 +118,16 @@ class Simulator:
         """The live fault settings; change their attributes to change behaviour."""
         return self.engine.faults
 
+    @property
+    def webhook_secret(self) -> str:
+        """The key webhooks are signed with, as `GET /v1/webhooks/default/secret` gives it."""
+        return self.engine.webhooks.secret
+
+    def rotate_webhook_secret(self) -> str:
+        """Sign webhooks with a new key from now on, as after a rotation at the provider."""
+        self.engine.webhooks.secret = new_secret()
+        return self.engine.webhooks.secret
+
     def stats(self) -> dict[str, Any]:
         return self.engine.stats()
 
@@ -126,10 +142,12 @@ class Simulator:
             daemon=True,
         )
         self._thread.start()
+        self.engine.webhooks.start(name=f"simulator-{self.port}-webhooks")
         return self
 
     def stop(self) -> None:
         self.stopping.set()
+        self.engine.webhooks.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -140,6 +158,13 @@ class Simulator:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class _Headers(dict[str, str]):
+    """A request's headers by lower-case name; `get` takes any case, as http.server's do."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return super().get(name.lower(), default)
 
 
 class _Server(ThreadingHTTPServer):
@@ -156,10 +181,42 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "DarkroomSimulator/1.0"
     # An idle keep-alive connection holds a thread; let it go after a while.
     timeout = 60
-    # Headers and body leave in two writes: with Nagle's algorithm the body would wait for the
-    # client's delayed ACK, 40 ms on Linux, on every keep-alive request.
+    # A response leaves in one write (`_send`), so Nagle's algorithm would delay nothing; but
+    # http.server's own replies (a malformed request's 400) still write headers and body apart,
+    # and with it their body would wait for the client's delayed ACK, 40 ms on Linux.
     disable_nagle_algorithm = True
     server: _Server
+
+    def parse_request(self) -> bool:
+        """http.server's parsing, but of an HTTP/1.1 request's headers by hand: its own parser
+        (the email package's) took a fifth of a poll's CPU. Anything but a plain HTTP/1.1
+        request line goes to http.server, with its checks and error pages."""
+        requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = requestline.split()
+        if len(words) != 3 or words[2] != "HTTP/1.1":
+            return super().parse_request()
+        self.requestline = requestline
+        self.command, self.path, self.request_version = words
+        if self.path.startswith("//"):
+            self.path = "/" + self.path.lstrip("/")  # as http.server does, against open redirects
+        headers = _Headers()
+        for _ in range(MAX_HEADERS + 1):
+            line = self.rfile.readline(MAX_HEADER_LINE + 1)
+            if len(line) > MAX_HEADER_LINE:
+                self.send_error(431, "Line too long")
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = str(line, "iso-8859-1").partition(":")
+            headers.setdefault(name.strip().lower(), value.strip())
+        else:
+            self.send_error(431, "Too many headers")
+            return False
+        self.headers = headers
+        self.close_connection = headers.get("Connection", "").lower() == "close"
+        if headers.get("Expect", "").lower() == "100-continue":
+            return self.handle_expect_100()
+        return True
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -214,9 +271,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve_api(self, endpoint: str, params: dict[str, str]) -> Reply | None:
         """Authenticate (files need no token), inject any fault, and answer; None means hang up
         without a reply."""
-        refusal = self._authenticate() if endpoint in API_ENDPOINTS else None
-        if refusal is not None:
-            return refusal
+        if endpoint in API_ENDPOINTS:
+            refusal = self._authenticate()
+            if refusal is not None:
+                return refusal
+            wait = self.engine.throttle(endpoint)
+            if wait is not None:
+                return self._throttled(math.ceil(wait))
         faults = self.engine.faults
         fault = self.engine.draw_fault(endpoint)
         kind = fault.kind if fault else None
@@ -281,7 +342,13 @@ class _Handler(BaseHTTPRequestHandler):
             return problem(422, "- version: version is required", "Input validation failed")
         try:
             model = f"{owner}/{name}" if owner else self.engine.resolve_version(version)
-            prediction = self.engine.create(model, body.get("input", {}), self._file_base())
+            prediction = self.engine.create(
+                model,
+                body.get("input", {}),
+                self._file_base(),
+                webhook=body.get("webhook"),
+                webhook_events=body.get("webhook_events_filter"),
+            )
         except UnknownModel as error:
             return problem(404, str(error), "Not found")
         except InvalidInput as error:
@@ -308,12 +375,15 @@ class _Handler(BaseHTTPRequestHandler):
         return prediction
 
     def _get(self, prediction_id: str) -> Reply:
-        prediction = self.engine.get(prediction_id, self._file_base())
-        return json_reply(200, prediction) if prediction else problem(404, "Not found.")
+        body = self.engine.get_body(prediction_id, self._file_base())
+        return Reply(200, body) if body else problem(404, "Not found.")
 
     def _cancel(self, prediction_id: str) -> Reply:
         prediction = self.engine.cancel(prediction_id, self._file_base())
         return json_reply(200, prediction) if prediction else problem(404, "Not found.")
+
+    def _webhook_secret(self) -> Reply:
+        return json_reply(200, {"key": self.engine.webhooks.secret})
 
     def _list(self) -> Reply:
         results = self.engine.newest_first(self._file_base())
@@ -343,14 +413,32 @@ class _Handler(BaseHTTPRequestHandler):
         if reply is None:
             self.close_connection = True
             return
+        self.log_request(reply.status, len(reply.body))
+        lines = [
+            f"{self.protocol_version} {reply.status} {self.responses[reply.status][0]}",
+            f"Server: {self.version_string()}",
+            f"Date: {_http_date()}",
+            f"Content-Type: {reply.content_type}",
+            f"Content-Length: {len(reply.body)}",
+            *(f"{name}: {value}" for name, value in reply.headers.items()),
+        ]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", reply.content_type)
-            self.send_header("Content-Length", str(len(reply.body)))
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(reply.body)
+            # One write: a client reading the answer finds all of it in one segment, and pays
+            # no wake-up for a body that trails its headers.
+            self.wfile.write(head + reply.body)
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up, usually on a stall; there is no one left to answer.
             self.close_connection = True
+
+
+_date: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """The Date header's value, formatted once a second rather than once a response."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, email.utils.formatdate(now, usegmt=True))
+    return _date[1]

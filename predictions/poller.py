@@ -1,0 +1,283 @@
+"""The poller: one per worker process, sending every due request of every prediction.
+
+A conductor thread leases due predictions in batches (one statement, `Prediction.claim_batch`),
+a little ahead of when they are due, and fires each at its due time on a pool of threads that
+share one HTTP client. What most polls bring (still running, maybe further along) is written
+back in one statement per batch (`Prediction.store_polls`); the rarer steps (a create, a cancel,
+an end with its outputs and costs, a timeout) run whole on the pool, one row at a time.
+
+Nothing here is the truth: a claimed prediction's lease (`next_poll_at`) is renewed while this
+process holds it, so if the process dies the lease runs out within POLL_LEASE seconds and any
+other worker's poller claims it again. A call that outlives its claim cannot overwrite a newer
+result: every write is bound to the claim. The request budget (predictions.budget) is shared by
+every poller; when it is short, the polls likeliest to find an end go first.
+"""
+
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from accounts.models import Team
+
+from .budget import RequestBudget
+from .client import Provider, ProviderClient, ProviderError, ProviderNotConfigured, shared_client
+from .models import RUNNING, Prediction, Status
+
+log = logging.getLogger(__name__)
+
+# How long a team's provider and key are reused before they are read again.
+PROVIDER_TTL = 10.0
+# Quiet: look for due predictions at least this often (a submit wakes the poller at once).
+CLAIM_INTERVAL = 0.25
+# A result waits at most this long for others to share its write.
+WRITE_INTERVAL = 0.02
+
+
+class Job:
+    __slots__ = ("prediction", "due", "lease_until", "kind")
+
+    def __init__(self, prediction: Prediction) -> None:
+        self.prediction = prediction
+        now = timezone.now()
+        self.due = time.monotonic() + max((prediction.due_at - now).total_seconds(), 0.0)
+        self.lease_until = prediction.next_poll_at
+        self.kind = "create" if prediction.status == Status.SUBMITTING else "query"
+
+    def chance_ended(self, now) -> float:
+        """Whose request goes first when the budget is short: a create or a step first, then
+        the polls likeliest to find an end."""
+        if self.kind == "create" or not self.is_plain_poll:
+            return 1.0
+        return self.prediction.chance_ended(now)
+
+    @property
+    def is_plain_poll(self) -> bool:
+        """A poll of a running prediction, whose result can share a batched write."""
+        p = self.prediction
+        return (
+            p.status in (Status.STARTING, Status.PROCESSING)
+            and bool(p.provider_id)
+            and not p.cancel_requested_at
+            and not p.past_deadline()
+        )
+
+
+class Poller:
+    def __init__(self, client: ProviderClient | None = None) -> None:
+        self.client = client or shared_client()
+        self.threads = ThreadPoolExecutor(settings.POLL_THREADS, thread_name_prefix="poll")
+        self.waiting: list[tuple[float, float, int, Job]] = []  # (due, -likelihood, n, job)
+        self.held: dict[int, Job] = {}
+        self.results: deque = deque()
+        # Set to cut the loop's sleep short: by results, by stop(), and with `claim_asked`.
+        self.wakeup = threading.Event()
+        self.claim_asked = False
+        self.stopping = threading.Event()
+        self.counter = itertools.count()
+        self.providers: dict[tuple[int, str], tuple[float, Provider | Exception]] = {}
+        self.thread = threading.Thread(target=self.run, name="poller", daemon=True)
+
+    # --- Running ---------------------------------------------------------------------------
+
+    def start(self) -> "Poller":
+        self.thread.start()
+        return self
+
+    def wake(self) -> None:
+        """Look for due predictions now (a submit or a dispatch asks)."""
+        self.claim_asked = True
+        self.wakeup.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopping.set()
+        self.wakeup.set()
+        self.thread.join(timeout)
+        self.threads.shutdown(wait=False, cancel_futures=True)
+
+    def run(self) -> None:
+        next_claim = next_renewal = 0.0
+        while not self.stopping.is_set():
+            try:
+                self.wakeup.clear()
+                now = time.monotonic()
+                if self.claim_asked or now >= next_claim:
+                    self.claim_asked = False
+                    next_claim = now + (0.0 if self.claim() else CLAIM_INTERVAL)
+                self.fire_due()
+                self.write_results()
+                if now >= next_renewal:
+                    self.renew_leases()
+                    next_renewal = now + settings.POLL_LEASE / 3
+                self.wakeup.wait(self.sleep_time(next_claim))
+            except Exception:
+                log.exception("the poller failed a round; it goes on after a pause")
+                close_old_connections()
+                self.stopping.wait(1.0)
+        self.release_waiting()
+        connection.close()
+
+    def sleep_time(self, next_claim: float) -> float:
+        until = next_claim
+        if self.waiting:
+            until = min(until, self.waiting[0][0])
+        if self.results:
+            until = min(until, time.monotonic() + WRITE_INTERVAL)
+        return max(until - time.monotonic(), 0.0)
+
+    # --- Claiming --------------------------------------------------------------------------
+
+    def claim(self) -> bool:
+        """Lease what is due soon; True if the batch was full (more may be due)."""
+        room = settings.POLL_CAPACITY - len(self.held)
+        if room < min(settings.POLL_BATCH, settings.POLL_CAPACITY) / 4 and self.waiting:
+            return False  # wait for a batch's worth of room: a claim is one statement
+        limit = min(room, settings.POLL_BATCH)
+        claimed = Prediction.claim_batch(limit, lookahead=settings.POLL_LOOKAHEAD)
+        for prediction in claimed:
+            job = Job(prediction)
+            self.held[prediction.pk] = job
+            self.push(job, job.due)
+        return len(claimed) == limit
+
+    def push(self, job: Job, due: float) -> None:
+        priority = -job.prediction.poll_likelihood
+        heapq.heappush(self.waiting, (due, priority, next(self.counter), job))
+
+    # --- Sending ---------------------------------------------------------------------------
+
+    def fire_due(self) -> None:
+        """Send every due request the budget allows, likeliest first; the rest wait for it."""
+        now = time.monotonic()
+        due: dict[tuple[str, str], list[Job]] = defaultdict(list)
+        while self.waiting and self.waiting[0][0] <= now:
+            job = heapq.heappop(self.waiting)[3]
+            due[job.prediction.provider, job.kind].append(job)
+        for (provider, kind), jobs in due.items():
+            granted, wait = RequestBudget.of(provider, kind).take(len(jobs))
+            if granted < len(jobs):
+                moment = timezone.now()
+                jobs.sort(key=lambda job: job.chance_ended(moment))
+            for job in jobs[len(jobs) - granted :]:
+                self.threads.submit(self.send, job)
+            for job in jobs[: len(jobs) - granted]:
+                self.push(job, now + max(wait, 0.01))
+
+    def send(self, job: Job) -> None:
+        """On a pool thread: one request, and what follows from its answer."""
+        prediction = job.prediction
+        try:
+            if not job.is_plain_poll:
+                prediction.advance(self.client)
+                self.results.append((job, None))
+            else:
+                self.results.append((job, self.poll(prediction)))
+        except Exception:
+            log.exception("prediction %s: the poll failed", prediction.pk)
+            self.results.append((job, None))
+        finally:
+            self.wakeup.set()
+
+    def poll(self, prediction: Prediction) -> tuple[str, object] | None:
+        """Ask for `prediction`; what to write in a batch, or None if it was written here."""
+        try:
+            provider = self.provider(prediction)
+            payload = self.client.get(provider, prediction.provider_id)
+        except ProviderError as exc:
+            if exc.status == 404:
+                prediction.poll_failed(exc)
+                return None
+            return ("error", exc)
+        except ProviderNotConfigured as exc:
+            return ("error", ProviderError(str(exc), retryable=True))
+        except ValueError as exc:
+            prediction._finish(Status.FAILED, error=str(exc))
+            return None
+        fields = prediction.remote_fields(payload)
+        if fields is None:
+            prediction.apply_remote(payload)  # records the unknown status as an error
+            return None
+        quiet = fields["status"] in RUNNING and not prediction.output_urls and not fields["output"]
+        if not quiet:
+            prediction.store_remote(fields)
+            return None
+        return ("running", fields)
+
+    def provider(self, prediction: Prediction) -> Provider:
+        """The prediction's provider with its team's key, read at most every PROVIDER_TTL."""
+        key = (prediction.team_id, prediction.provider)
+        now = time.monotonic()
+        cached = self.providers.get(key)
+        if cached is None or cached[0] < now:
+            try:
+                found = Team(pk=prediction.team_id).provider(prediction.provider)
+            except ProviderNotConfigured as exc:
+                found = exc
+            cached = self.providers[key] = (now + PROVIDER_TTL, found)
+        if isinstance(cached[1], Exception):
+            raise cached[1]
+        return cached[1]
+
+    # --- Writing ---------------------------------------------------------------------------
+
+    def write_results(self) -> None:
+        running, errors = [], []
+        while self.results:
+            job, outcome = self.results.popleft()
+            self.held.pop(job.prediction.pk, None)
+            if outcome is None:
+                continue
+            kind, value = outcome
+            (running if kind == "running" else errors).append((job.prediction, value))
+        Prediction.store_polls(running)
+        Prediction.store_poll_errors(errors)
+
+    def renew_leases(self) -> None:
+        """Keep what this process holds: waiting jobs and requests still on their way."""
+        if not self.held:
+            return
+        lease_until = timezone.now() + timedelta(seconds=settings.POLL_LEASE)
+        renewed = Prediction.renew_leases(
+            [(job.prediction, job.lease_until) for job in self.held.values()], lease_until
+        )
+        for pk in renewed:
+            self.held[pk].lease_until = lease_until
+
+    def release_waiting(self) -> None:
+        """Hand back what was claimed but not sent, so another poller takes it at once."""
+        jobs = [job for _, _, _, job in self.waiting]
+        self.waiting.clear()
+        try:
+            Prediction.release([(job.prediction, job.lease_until) for job in jobs])
+        except Exception:
+            log.warning("could not release %s leases; they run out by themselves", len(jobs))
+
+
+_poller: tuple[int, Poller] | None = None
+_lock = threading.Lock()
+
+
+def running_poller() -> Poller:
+    """This process's poller, started on first use (a forked worker child starts its own)."""
+    global _poller
+    with _lock:
+        if _poller is None or _poller[0] != os.getpid() or not _poller[1].thread.is_alive():
+            _poller = (os.getpid(), Poller().start())
+        return _poller[1]
+
+
+def stop_poller() -> None:
+    global _poller
+    with _lock:
+        if _poller is not None and _poller[0] == os.getpid():
+            _poller[1].stop()
+        _poller = None
