@@ -19,9 +19,10 @@ import logging
 import os
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from itertools import groupby
 
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -39,8 +40,12 @@ log = logging.getLogger(__name__)
 PROVIDER_TTL = 10.0
 # Quiet: look for due predictions at least this often (a submit wakes the poller at once).
 CLAIM_INTERVAL = 0.25
-# A result waits at most this long for others to share its write.
-WRITE_INTERVAL = 0.02
+# While requests are out, the loop collects answers and sends more this often.
+WRITE_INTERVAL = 0.01
+# With a plentiful budget, requests queue for the pool up to this many per thread.
+QUEUE_DEPTH = 4
+# While the budget is short, the due requests are put in order of likelihood this often.
+RESORT_INTERVAL = 0.1
 
 
 class Job:
@@ -52,6 +57,9 @@ class Job:
         self.due = time.monotonic() + max((prediction.due_at - now).total_seconds(), 0.0)
         self.lease_until = prediction.next_poll_at
         self.kind = "create" if prediction.status == Status.SUBMITTING else "query"
+
+    def budget_key(self) -> tuple[str, str]:
+        return (self.prediction.provider, self.kind)
 
     def chance_ended(self, now) -> float:
         """Whose request goes first when the budget is short: a create or a step first, then
@@ -79,9 +87,12 @@ class Poller:
         self.waiting: list[tuple[float, float, int, Job]] = []  # (due, -likelihood, n, job)
         self.held: dict[int, Job] = {}
         self.results: deque = deque()
-        # Set to cut the loop's sleep short: by results, by stop(), and with `claim_asked`.
+        # Set to cut the loop's sleep short: by stop(), and with `claim_asked`.
         self.wakeup = threading.Event()
         self.claim_asked = False
+        self.ready: deque[Job] = deque()  # due, waiting for room in the pool
+        self.outstanding = 0  # handed to the pool and not written back yet
+        self.budget_short_until = self.budget_wait_until = self.next_sort = 0.0
         self.stopping = threading.Event()
         self.counter = itertools.count()
         self.providers: dict[tuple[int, str], tuple[float, Provider | Exception]] = {}
@@ -130,8 +141,12 @@ class Poller:
         until = next_claim
         if self.waiting:
             until = min(until, self.waiting[0][0])
-        if self.results:
-            until = min(until, time.monotonic() + WRITE_INTERVAL)
+        beat = time.monotonic() + WRITE_INTERVAL
+        if self.outstanding:
+            # Answers are collected, written and followed by more requests on this beat.
+            until = min(until, beat)
+        if self.ready:
+            until = min(until, max(self.budget_wait_until, beat))
         return max(until - time.monotonic(), 0.0)
 
     # --- Claiming --------------------------------------------------------------------------
@@ -139,7 +154,7 @@ class Poller:
     def claim(self) -> bool:
         """Lease what is due soon; True if the batch was full (more may be due)."""
         room = settings.POLL_CAPACITY - len(self.held)
-        if room < min(settings.POLL_BATCH, settings.POLL_CAPACITY) / 4 and self.waiting:
+        if room < min(settings.POLL_BATCH, settings.POLL_CAPACITY) / 4 and self.held:
             return False  # wait for a batch's worth of room: a claim is one statement
         limit = min(room, settings.POLL_BATCH)
         claimed = Prediction.claim_batch(limit, lookahead=settings.POLL_LOOKAHEAD)
@@ -156,21 +171,37 @@ class Poller:
     # --- Sending ---------------------------------------------------------------------------
 
     def fire_due(self) -> None:
-        """Send every due request the budget allows, likeliest first; the rest wait for it."""
+        """Send due requests on the pool's free threads, as many as the budget grants: each
+        leaves as its token is granted, never in a bunch after a wait in a queue. While the
+        budget is short, the likeliest to find an end go first; the rest wait their turn."""
         now = time.monotonic()
-        due: dict[tuple[str, str], list[Job]] = defaultdict(list)
         while self.waiting and self.waiting[0][0] <= now:
-            job = heapq.heappop(self.waiting)[3]
-            due[job.prediction.provider, job.kind].append(job)
-        for (provider, kind), jobs in due.items():
+            self.ready.append(heapq.heappop(self.waiting)[3])
+        # Requests queue for the pool only while the budget is plentiful: when it is short,
+        # a request waiting in a queue would leave later than its token, bunched with others.
+        depth = 1 if self.budget_short_until > now else QUEUE_DEPTH
+        room = settings.POLL_THREADS * depth - self.outstanding
+        if room <= 0 or not self.ready or now < self.budget_wait_until:
+            return
+        if len(self.ready) > room and self.budget_short_until > now >= self.next_sort:
+            moment = timezone.now()
+            self.ready = deque(
+                sorted(self.ready, key=lambda job: job.chance_ended(moment), reverse=True)
+            )
+            self.next_sort = now + RESORT_INTERVAL
+        candidates = [self.ready.popleft() for _ in range(min(room, len(self.ready)))]
+        refused = []
+        for (provider, kind), jobs in groupby(candidates, key=Job.budget_key):
+            jobs = list(jobs)
             granted, wait = RequestBudget.of(provider, kind).take(len(jobs))
-            if granted < len(jobs):
-                moment = timezone.now()
-                jobs.sort(key=lambda job: job.chance_ended(moment))
-            for job in jobs[len(jobs) - granted :]:
+            for job in jobs[:granted]:
+                self.outstanding += 1
                 self.threads.submit(self.send, job)
-            for job in jobs[: len(jobs) - granted]:
-                self.push(job, now + max(wait, 0.01))
+            if granted < len(jobs):
+                refused.extend(jobs[granted:])
+                self.budget_short_until = now + 1.0
+                self.budget_wait_until = now + min(max(wait, 0.001), 0.1)
+        self.ready.extendleft(reversed(refused))
 
     def send(self, job: Job) -> None:
         """On a pool thread: one request, and what follows from its answer."""
@@ -183,9 +214,8 @@ class Poller:
                 self.results.append((job, self.poll(prediction)))
         except Exception:
             log.exception("prediction %s: the poll failed", prediction.pk)
+            close_old_connections()
             self.results.append((job, None))
-        finally:
-            self.wakeup.set()
 
     def poll(self, prediction: Prediction) -> tuple[str, object] | None:
         """Ask for `prediction`; what to write in a batch, or None if it was written here."""
@@ -233,6 +263,7 @@ class Poller:
         running, errors = [], []
         while self.results:
             job, outcome = self.results.popleft()
+            self.outstanding -= 1
             self.held.pop(job.prediction.pk, None)
             if outcome is None:
                 continue
@@ -254,8 +285,9 @@ class Poller:
 
     def release_waiting(self) -> None:
         """Hand back what was claimed but not sent, so another poller takes it at once."""
-        jobs = [job for _, _, _, job in self.waiting]
+        jobs = [job for _, _, _, job in self.waiting] + list(self.ready)
         self.waiting.clear()
+        self.ready.clear()
         try:
             Prediction.release([(job.prediction, job.lease_until) for job in jobs])
         except Exception:

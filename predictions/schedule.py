@@ -4,7 +4,8 @@ Polls are the provider's rate limit, so each one should have a fair chance of fi
 new. Three things say when a prediction will end, best first:
 
 1. its log: a tqdm bar says how many steps are left and how fast they go, so the next poll goes
-   right after the bar's predicted end (a long wait is checked once on the way);
+   right after the bar's predicted end (a bar longer than POLL_MAX_INTERVAL is looked at on the
+   way, with little priority: those polls only keep its log fresh);
 2. what Darkroom has learned of its model (timings.learned): the time from acceptance to end
    while it queues, the run time once it has started. The next poll waits until another
    POLL_SKIP_MASS of the predictions still running at this age would have ended, never less
@@ -22,8 +23,6 @@ from django.conf import settings
 
 # A bar's predicted end, checked this much later: the provider needs a moment to store it.
 AFTER_BAR = 0.05
-# A bar further off than this is checked on the way (its rate may change), at this fraction.
-LONG_BAR, LONG_BAR_CHECK = 10.0, 0.8
 # How likely a poll planned from a bar is to find the end.
 BAR_LIKELIHOOD = 0.9
 # A queued job is polled when this share of its model's queue times would have passed.
@@ -51,13 +50,16 @@ def plan(
     `timing`. Never later than POLL_MAX_INTERVAL, nor than just past the deadline."""
     chosen = _plan(timing, age, run_age, remaining, webhook)
     latest = min(settings.POLL_MAX_INTERVAL, max(deadline_in, 0.0) + AFTER_BAR)
-    return Plan(min(chosen.delay, latest), chosen.likelihood)
+    if chosen.delay <= latest:
+        return chosen
+    # Looked at on the way: an end this early is as likely as the times learned say.
+    early = by_distribution(timing.run if run_age is not None else timing.total, run_age or age)
+    return Plan(latest, min(chosen.likelihood, early.likelihood))
 
 
 def _plan(timing, age: float, run_age: float | None, remaining: float | None, webhook: bool):
     if remaining is not None:
-        delay = remaining * LONG_BAR_CHECK if remaining > LONG_BAR else remaining + AFTER_BAR
-        chosen = Plan(max(delay, AFTER_BAR), BAR_LIKELIHOOD)
+        chosen = Plan(remaining + AFTER_BAR, BAR_LIKELIHOOD)
     elif run_age is not None:
         chosen = by_distribution(timing.run, run_age)
     else:

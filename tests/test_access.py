@@ -265,6 +265,8 @@ MATRIX: dict[str, Row] = {
     ),
     # Model timings: every role reads its team's models' figures; nothing there changes.
     "timings:index": Row(signed_in(200)),
+    # Providers call it, unsigned-in: the signature is the access check, the same for everyone.
+    "webhooks:prediction": Row(every(400), method="post", args=lambda world: [world.prediction()]),
 }
 
 

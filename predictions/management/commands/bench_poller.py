@@ -19,14 +19,14 @@ process, with the database updates), recovery (a worker killed with 200 in fligh
 Run it with no other Darkroom worker on this database: any poller claims any due prediction.
 """
 
+import heapq
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -56,6 +56,7 @@ MIXED_MODELS = [
     "darkroom/fails",
 ]
 BASELINE_INTERVAL = 0.5
+BASELINE_THREADS = 32
 
 
 @dataclass
@@ -327,34 +328,47 @@ class Command(BaseCommand):
     # --- Baseline ------------------------------------------------------------------------
 
     def baseline(self, plan: Scenario) -> Result:
-        """The official client's way: create, then poll every 0.5 s until the end."""
+        """The official client's way: create, then poll every 0.5 s until the end (as one
+        loop over all predictions, with up to BASELINE_THREADS requests at once)."""
         lags: list[float] = []
-        lock = threading.Lock()
         with Simulator(speed=plan.speed, seed=self.seed, faults=self.faults(plan)) as sim:
             http = httpx.Client(
                 base_url=sim.base_url,
                 headers={"Authorization": "Bearer baseline"},
-                limits=httpx.Limits(max_connections=64),
+                limits=httpx.Limits(max_connections=BASELINE_THREADS),
                 timeout=30,
             )
 
-            def follow(n: int) -> None:
-                time.sleep(n * plan.arrival / plan.jobs)
-                model = MIXED_MODELS[n % len(MIXED_MODELS)]
-                body = {"input": {"prompt": f"bench {self.seed} {n}"}}
-                prediction = http.post(f"/models/{model}/predictions", json=body).json()
-                while prediction.get("status") not in TERMINAL:
-                    time.sleep(BASELINE_INTERVAL)
-                    answer = http.get(f"/predictions/{prediction['id']}")
-                    if answer.status_code == 200:
-                        prediction = answer.json()
-                seen = time.time()
-                ended = datetime.fromisoformat(prediction["completed_at"]).timestamp()
-                with lock:
-                    lags.append(seen - ended)
+            def request(n: int, prediction_id: str | None) -> tuple[int, dict | None]:
+                if prediction_id is None:
+                    model = MIXED_MODELS[n % len(MIXED_MODELS)]
+                    body = {"input": {"prompt": f"bench {self.seed} {n}"}}
+                    return n, http.post(f"/models/{model}/predictions", json=body).json()
+                answer = http.get(f"/predictions/{prediction_id}")
+                return n, answer.json() if answer.status_code == 200 else None
 
-            with ThreadPoolExecutor(plan.jobs) as pool:
-                list(pool.map(follow, range(plan.jobs)))
+            due = [(n * plan.arrival / plan.jobs, n, None) for n in range(plan.jobs)]
+            ids: dict[int, str] = {}
+            start = time.monotonic()
+            with ThreadPoolExecutor(BASELINE_THREADS) as pool:
+                pending: set = set()
+                while due or pending:
+                    now = time.monotonic() - start
+                    while due and due[0][0] <= now and len(pending) < BASELINE_THREADS:
+                        _, n, prediction_id = heapq.heappop(due)
+                        pending.add(pool.submit(request, n, prediction_id))
+                    timeout = max(0.0, due[0][0] - now) if due else None
+                    done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        n, payload = future.result()
+                        if payload is not None:
+                            ids[n] = payload["id"]
+                        if payload is not None and payload.get("status") in TERMINAL:
+                            ended = datetime.fromisoformat(payload["completed_at"]).timestamp()
+                            lags.append(time.time() - ended)
+                        else:
+                            due_at = time.monotonic() - start + BASELINE_INTERVAL
+                            heapq.heappush(due, (due_at, n, ids.get(n)))
             http.close()
             stats = sim.stats()
         requests = sum(stats["requests_by_endpoint"].values())
