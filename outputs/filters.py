@@ -44,4 +44,4 @@ class GalleryFilterForm(HistoryFilterForm):
         return outputs
 
     def outputs(self) -> Prefetch:
-        return Prefetch("outputs", queryset=self.shown_outputs())
+        return Prefetch("outputs", queryset=self.shown_outputs(), to_attr="listed_outputs")

@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from dashboard import leases
+from dashboard.paths import path_to
 from predictions.models import Prediction
 
 from . import images
@@ -169,7 +170,7 @@ class Output(models.Model):
     def url(self, variant: str = "file") -> str:
         """The team's URL of the copy; `download` adds Content-Disposition: attachment. The
         version makes the URL immutable, so browsers cache it for good."""
-        path = reverse("outputs:media", args=[self.pk, variant])
+        path = path_to("outputs:media", self.pk, variant)
         return f"{path}?v={self.sha256[:16]}"
 
     def file_name(self, hide_prompt: bool = False) -> str:

@@ -269,14 +269,21 @@ def open_bar(logs: str, line: int | None, start: int) -> OpenBar | None:
 RATE_RE = re.compile(r"(?P<number>[\d.]+)\s*(?P<unit>it/s|s/it)")
 
 
-def remaining_seconds(logs: str) -> float | None:
+def remaining_seconds(logs: str, running_for: float | None = None) -> float | None:
     """How long the last progress bar of `logs` says its job has left, from its rate where it
-    prints one (tqdm rounds the remaining time to whole seconds); None when the log's last
-    line is not an unfinished bar with a total."""
+    prints one (tqdm rounds the remaining time to whole seconds); 0 for a finished bar (the job
+    is storing its outputs); None when the log's last line is not a bar with a total.
+
+    A bar's line is as old as the step it reports: with `running_for` (seconds since the job
+    started), the end is its whole length from the start, if that comes sooner. A bar that
+    started late (after loading weights) makes that early, which costs a poll; counting from
+    now would make every end up to a step late."""
     tail = logs[-LONGEST_BAR:].replace("\r", "\n").rstrip("\n")
     progress = parse_progress(shown_text(tail.rpartition("\n")[2]))
-    if progress is None or not progress.is_unfinished:
+    if progress is None or progress.percent is None:
         return None
+    if not progress.is_unfinished:
+        return 0.0
     rate = RATE_RE.fullmatch(progress.rate or "")
     try:
         left = float(progress.total) - float(progress.count)
@@ -284,7 +291,11 @@ def remaining_seconds(logs: str) -> float | None:
     except (TypeError, ValueError):
         left = per_step = 0.0
     if per_step > 0 and left >= 0:
-        return left / per_step if rate["unit"] == "it/s" else left * per_step
+        step = 1 / per_step if rate["unit"] == "it/s" else per_step
+        remaining = left * step
+        if running_for is not None:
+            remaining = min(remaining, max(float(progress.total) * step - running_for, 0.0))
+        return remaining
     return clock_seconds(progress.remaining) if progress.remaining else None
 
 

@@ -664,11 +664,12 @@ print(prediction["status"], prediction["output"] or prediction["error"])
         """When to poll next, from the answer's `fields` (see predictions.schedule)."""
         started_at = fields["started_at"]
         running = fields["status"] == Status.PROCESSING
+        run_age = (now - started_at).total_seconds() if running and started_at else None
         return schedule.plan(
             self.timing,
             age=(now - accepted_at).total_seconds(),
-            run_age=(now - started_at).total_seconds() if running and started_at else None,
-            remaining=remaining_seconds(fields["logs"]) if running else None,
+            run_age=run_age,
+            remaining=remaining_seconds(fields["logs"], run_age) if running else None,
             deadline_in=(accepted_at + self.deadline - now).total_seconds(),
             webhook=self.webhook,
         )

@@ -59,7 +59,9 @@ def plan(
 
 def _plan(timing, age: float, run_age: float | None, remaining: float | None, webhook: bool):
     if remaining is not None:
-        chosen = Plan(remaining + AFTER_BAR, BAR_LIKELIHOOD)
+        # A bar at its end (or a step from it, its rate rounded) says the end is imminent.
+        delay = remaining + AFTER_BAR if remaining > 0 else settings.POLL_DENSE_INTERVAL
+        chosen = Plan(delay, BAR_LIKELIHOOD)
     elif run_age is not None:
         chosen = by_distribution(timing.run, run_age)
     else:

@@ -8,6 +8,8 @@ from html import unescape
 
 import pytest
 from django.db import connection
+from django.template import engines
+from django.template.defaultfilters import floatformat, truncatechars
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
@@ -15,6 +17,8 @@ from accounts.models import Role
 from outputs.models import ArchiveState, Output
 from predictions.filters import Cursor
 from predictions.models import Prediction
+from predictions.templatetags.durations import seconds
+from predictions.templatetags.lists import excerpt
 
 from .conftest import make_output, make_prediction, make_team, make_user, save_copy
 
@@ -470,3 +474,38 @@ def test_the_number_of_queries_does_not_grow_with_the_rows(client):
         add_rows(n)
 
     assert queries_for_the_page() == few
+
+
+# The rows' cheap filters (predictions/templatetags/lists.py, durations.py) say what Django's
+# floatformat, truncatechars and date said, where their shortcuts could have differed.
+
+
+@pytest.mark.parametrize(
+    "microseconds",
+    [0, 49_999, 50_000, 250_000, 1_250_000, 59_950_000, 123_456_789_012, -40_000, -250_000],
+)
+def test_queue_and_run_times_round_half_up_as_floatformat_does(microseconds):
+    value = timedelta(microseconds=microseconds)
+
+    assert seconds(value) == f"{floatformat(value.total_seconds(), 1)} s"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a short prompt", "x" * 60, "y" * 61, "café au lait", "cafe\u0301 " * 20, "\u00e9" * 61],
+)
+def test_prompts_are_cut_as_truncatechars_cuts_them(text):
+    assert excerpt(text, 60) == truncatechars(text, 60)
+
+
+def test_the_created_time_reads_as_the_date_filter_writes_it(settings):
+    settings.TIME_ZONE = "Europe/Paris"
+    template = engines["django"].from_string(
+        '{% load lists %}{{ at|day_and_time }}|{{ at|date:"M j, H:i" }}'
+    )
+    for month in range(1, 13):
+        at = datetime(2026, month, 9, 23, 5, tzinfo=UTC)
+
+        ours, django_s = template.render({"at": at}).split("|")
+
+        assert ours == django_s

@@ -4,7 +4,9 @@ the live fragment stops polling once nothing visible can change."""
 import uuid
 
 import pytest
+from django.urls import reverse, set_script_prefix
 
+from dashboard.paths import path_to
 from predictions.models import Prediction
 
 from .conftest import configure_provider, make_output, make_prediction
@@ -136,3 +138,23 @@ def test_cancel_on_a_running_prediction_is_recorded_and_shown(client):
 
 def test_a_missing_prediction_is_404(client):
     assert client.get("/predictions/999999/").status_code == 404
+
+
+@pytest.mark.parametrize("prefix", ["/", "/darkroom/"])
+def test_a_path_for_the_rows_of_a_list_is_the_one_reverse_gives(prefix):
+    views = [
+        ("predictions:detail", [7]),
+        ("outputs:star", [12]),
+        ("outputs:media", [12, "thumb"]),
+        ("outputs:shared_media", ["a-Share_token", 12, "download"]),
+        ("predictions:index", []),
+    ]
+    set_script_prefix(prefix)
+    try:
+        for name, args in views:
+            # Other ids the second time: from the path cached by the first.
+            for shift in (0, 1):
+                ids = [arg + shift if type(arg) is int else arg for arg in args]
+                assert path_to(name, *ids) == reverse(name, args=ids)
+    finally:
+        set_script_prefix("/")

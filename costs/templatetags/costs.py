@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from django import template
 from django.db.models import prefetch_related_objects
+from django.utils.html import format_html
 
 from costs.models import BudgetUsage, money
 from costs.reports import (
@@ -30,10 +31,17 @@ def priced(predictions: Sequence[Prediction]) -> Sequence[Prediction]:
     return predictions
 
 
-@register.inclusion_tag("costs/_cost.html")
-def cost(prediction: Prediction, note: bool = False) -> dict:
-    """The prediction's cost as a row shows it, its reason on hover (and after it, `note`)."""
-    return {"cost": shown_cost(prediction), "note": note}
+@register.simple_tag
+def cost(prediction: Prediction, note: bool = False) -> str:
+    """The prediction's cost as a row shows it, its reason on hover (and after it, `note`). A
+    string rather than an included template: every row of the history shows it twice."""
+    shown = shown_cost(prediction)
+    html = format_html(
+        '<span class="cost cost-{}" title="{}">{}</span>', shown.kind, shown.note, shown.text
+    )
+    if note:
+        html += format_html(' <span class="help cost-note">{}</span>', shown.note)
+    return html
 
 
 @register.filter

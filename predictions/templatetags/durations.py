@@ -20,3 +20,15 @@ def duration(value: timedelta | None) -> str:
         return f"{minutes} min {seconds} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min"
+
+
+@register.filter
+def seconds(value: timedelta | None) -> str:
+    """A queue or run time in seconds to a tenth, "2.4 s"; "" for None. Rounds half up as
+    floatformat:1 does, at a tenth of its cost: every history row shows two."""
+    if value is None:
+        return ""
+    microseconds = value // timedelta(microseconds=1)
+    tenths = (abs(microseconds) + 50_000) // 100_000
+    sign = "-" if microseconds < 0 and tenths else ""
+    return f"{sign}{tenths // 10}.{tenths % 10} s"

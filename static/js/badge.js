@@ -3,8 +3,9 @@
 // clears both.
 //
 // The server marks what is the reader's: an element with data-mine="<prediction id>", and
-// data-ended once that prediction has ended (predictions/_status.html, on every page). After every htmx swap
-// the page is read again; an id seen ended for the first time while the tab is hidden counts.
+// data-ended once that prediction has ended (the status tag, predictions/templatetags/statuses.py,
+// on every page). After every htmx swap the page is read again; an id seen ended for the first
+// time while the tab is hidden counts.
 (function () {
   "use strict";
   var icon = document.querySelector('link[rel="icon"]');

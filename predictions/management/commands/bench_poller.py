@@ -192,8 +192,7 @@ class Command(BaseCommand):
             lags,
             requests=sum(stats["requests_by_endpoint"].values()),
             jobs=len(pks),
-            throttled=stats["responses_by_status"].get("429", 0)
-            + stats["responses_by_status"].get(429, 0),
+            throttled=throttled(stats),
             polls=polls,
             worker_cpu=cpu_after[0] - cpu_before[0],
             database_cpu=cpu_after[1] - cpu_before[1],
@@ -377,7 +376,7 @@ class Command(BaseCommand):
             lags,
             requests=requests,
             jobs=plan.jobs,
-            throttled=stats["responses_by_status"].get(429, 0),
+            throttled=throttled(stats),
             polls=requests - plan.jobs,
         )
 
@@ -467,6 +466,11 @@ def process_cpu(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throttled(stats: dict) -> int:
+    """The 429s among the simulator's responses (counted by status, as JSON keys or numbers)."""
+    return sum(n for status, n in stats["responses_by_status"].items() if str(status) == "429")
 
 
 def since(before: dict, after: dict) -> dict:
