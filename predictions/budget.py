@@ -7,7 +7,7 @@ bucket is a small file under var/budget/, read and rewritten under an exclusive 
 
 The bucket holds at most BURST_SECONDS' worth of requests and refills at the rest of the rate,
 so over any stretch of T seconds the workers send at most refill × T + capacity: within any one
-second, never more than 95% of the rate, however the provider counts (a sliding window, a bucket
+second, never more than 90% of the rate, however the provider counts (a sliding window, a bucket
 of its own, or per minute).
 
 If Redis cannot be reached, a worker neither fails nor sends more: its machine counts in its
@@ -87,10 +87,10 @@ class RequestBudget:
         self.name = name
         self.rate = rate
         self.capacity = max(1.0, rate * BURST_SECONDS)
-        # What the burst may spend is not refilled within the same second, and a twentieth is
+        # What the burst may spend is not refilled within the same second, and a tenth is
         # kept back for requests that arrive at the provider a little closer together than
         # they left.
-        self.refill = max(rate * 0.95 - self.capacity, rate / 2)
+        self.refill = max(rate * 0.9 - self.capacity, rate / 2)
 
     @classmethod
     def of(cls, provider: str, kind: str) -> "RequestBudget":

@@ -25,7 +25,7 @@ from datetime import timedelta
 from itertools import groupby
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, connections
 from django.utils import timezone
 
 from accounts.models import Team
@@ -113,7 +113,11 @@ class Poller:
         self.stopping.set()
         self.wakeup.set()
         self.thread.join(timeout)
-        self.threads.shutdown(wait=False, cancel_futures=True)
+        # Requests still queued are skipped (send() sees `stopping`); then each thread closes
+        # its database connection, without waiting for a call that has stalled.
+        for _ in range(settings.POLL_THREADS):
+            self.threads.submit(connections.close_all)
+        self.threads.shutdown(wait=False)
 
     def run(self) -> None:
         next_claim = next_renewal = 0.0
@@ -207,6 +211,8 @@ class Poller:
         """On a pool thread: one request, and what follows from its answer."""
         prediction = job.prediction
         try:
+            if self.stopping.is_set():
+                return  # its lease runs out, or release_waiting() gave it back
             if not job.is_plain_poll:
                 prediction.advance(self.client)
                 self.results.append((job, None))
