@@ -88,8 +88,6 @@ def claim_batch(model, due: str, lease: float, limit: int, lookahead: float = 0.
                 row.due_at = due_at[row.pk]
     for row in claimed:
         row.claim = row.claims
-        if isinstance(row.due_at, str):  # raw() converts model fields only
-            row.due_at = model._meta.get_field(due).to_python(row.due_at)
     return claimed
 
 

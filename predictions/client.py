@@ -192,11 +192,8 @@ class ProviderClient:
 
 def parse_response(provider: Provider, response: httpx.Response) -> dict[str, Any]:
     raise_for_status(provider, response)
-    try:
-        payload = response.json()
-    except ValueError:
-        payload = None
-    prediction_id = payload.get("id") if isinstance(payload, dict) else None
+    payload = json_object(response)
+    prediction_id = payload.get("id")
     if not isinstance(prediction_id, str) or not PREDICTION_ID_RE.fullmatch(prediction_id):
         raise ProviderError(
             f"{provider.label} sent a response that is not a prediction.",
@@ -209,11 +206,7 @@ def parse_response(provider: Provider, response: httpx.Response) -> dict[str, An
 
 def parse_secret(provider: Provider, response: httpx.Response) -> str:
     raise_for_status(provider, response)
-    try:
-        payload = response.json()
-    except ValueError:
-        payload = None
-    key = payload.get("key") if isinstance(payload, dict) else None
+    key = json_object(response).get("key")
     if not isinstance(key, str) or not key.startswith("whsec_"):
         raise ProviderError(
             f"{provider.label} sent a webhook secret that is not one.",
@@ -254,6 +247,15 @@ def raise_for_status(provider: Provider, response: httpx.Response) -> None:
             maybe_applied=True,
             status=status,
         )
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The response's body as a JSON object; empty if it is anything else."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
 
 
 def problem_detail(response: httpx.Response) -> str:

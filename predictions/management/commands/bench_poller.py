@@ -392,43 +392,24 @@ class Command(BaseCommand):
         Prediction.objects.filter(team=self.team).delete()
 
     def start_worker(self, sim: Simulator, plan: Scenario) -> subprocess.Popen:
-        env = {
-            **os.environ,
-            "SIMULATOR_URL": sim.base_url,
-            "DEBUG": "false",
+        rates = {
             "SIMULATOR_QUERY_RATE": str(plan.query_budget),
             "SIMULATOR_CREATE_RATE": str(plan.create_budget),
-            **plan.env,
         }
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "dashboard",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                "2",
-                "--loglevel",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            cwd=settings.BASE_DIR,
-            env=env,
-            start_new_session=True,
-        )
+        worker = ["worker", "--pool", "threads", "--concurrency", "2", "--without-gossip"]
+        worker += ["--without-mingle", "--without-heartbeat"]
+        return self.celery(sim, worker, rates | plan.env)
 
     def start_beat(self, sim: Simulator) -> subprocess.Popen:
         """Celery beat, for its sweeps: learning models' times, above all."""
+        return self.celery(sim, ["beat"])
+
+    def celery(self, sim: Simulator, command: list[str], env: dict | None = None):
+        """A Celery process of its own session (so a kill reaches all of it), on `sim`."""
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "dashboard", "beat", "--loglevel", "WARNING"],
+            [sys.executable, "-m", "celery", "-A", "dashboard", *command, "--loglevel", "WARNING"],
             cwd=settings.BASE_DIR,
-            env={**os.environ, "SIMULATOR_URL": sim.base_url, "DEBUG": "false"},
+            env={**os.environ, "SIMULATOR_URL": sim.base_url, "DEBUG": "false", **(env or {})},
             start_new_session=True,
         )
 
