@@ -703,10 +703,7 @@ print(prediction["status"], prediction["output"] or prediction["error"])
         POLL_DEADLINE, or longer where the model is learned to be slow."""
         if self.model in settings.POLL_DEADLINES:
             return timedelta(seconds=settings.POLL_DEADLINES[self.model])
-        timing = self.timing
-        if timing.source != "learned":  # a guess never stretches a deadline
-            return timedelta(seconds=settings.POLL_DEADLINE)
-        return timedelta(seconds=timing.deadline(settings.POLL_DEADLINE))
+        return timedelta(seconds=self.timing.deadline(settings.POLL_DEADLINE))
 
     def past_deadline(self) -> bool:
         """Whether the deadline, counted from the provider's acceptance, has passed."""

@@ -55,7 +55,10 @@ class Timing:
 
     def deadline(self, default_seconds: float) -> float:
         """Seconds a prediction of this model may take from acceptance before it is timed out:
-        `default_seconds`, or DEADLINE_FACTOR times the total p99 where that is longer."""
+        `default_seconds`, or DEADLINE_FACTOR times the total p99 where that is longer. Only
+        a model's own samples stretch it: a prior is a guess."""
+        if self.source != "learned":
+            return default_seconds
         return max(default_seconds, DEADLINE_FACTOR * self.total.quantile(0.99))
 
 
