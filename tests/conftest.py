@@ -62,6 +62,14 @@ def fresh_cache(settings) -> None:
     learned_timings.clear()
 
 
+@pytest.fixture(autouse=True)
+def no_poller_left_behind() -> Iterator[None]:
+    """A poller started in this process (by an in-process worker, or a dispatch it consumed
+    late) outlives the worker's consumer: it stops with the test that started it."""
+    yield
+    stop_poller()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def seeded_prices_after_every_flush() -> Iterator[None]:
     """The deployment's price rules that migration costs 0002 seeds, in every test's database.
@@ -115,7 +123,7 @@ def worker(transactional_db, celery_queues, simulator) -> Iterator[None]:
         loglevel="WARNING",
     ):
         yield
-    # The poller outlives the worker's consumer in this process: stop it with the test.
+    # Before the database is emptied: the poller outlives the worker's consumer.
     stop_poller()
 
 
