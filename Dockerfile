@@ -28,4 +28,4 @@ RUN DARKROOM_PRODUCTION=true SECRET_KEY=collectstatic-only \
     python manage.py collectstatic --no-input
 
 EXPOSE 8000
-CMD ["gunicorn", "dashboard.wsgi", "--bind", "0.0.0.0:8000", "--access-logfile", "-", "--logger-class", "dashboard.gunicorn.Logger"]
+CMD ["gunicorn", "dashboard.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "16", "--access-logfile", "-", "--logger-class", "dashboard.gunicorn.Logger"]

@@ -3,6 +3,7 @@
 #
 #   make run     start the whole app (simulator in demo mode, worker, beat, web) on PORT
 #   make test    ruff check, then pytest; pass pytest options in PYTEST_ARGS
+#   make test-fast  the same without the slow tests (real workers, browsers) and the drills
 #   make lint    ruff check and ruff format --check
 #   make clean   remove .venv, caches and var/'s runtime files; keeps the dev database
 
@@ -17,7 +18,7 @@ INSTALLED := $(VENV)/.installed
 VAR_DIR := $(or $(DARKROOM_VAR_DIR),var)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint clean install migrate
+.PHONY: help run test test-fast lint clean install migrate
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -32,6 +33,9 @@ test: lint | $(VAR_DIR)
 	  echo "make test: pytest collected no tests, which counts as a failure" >&2; \
 	fi; \
 	exit $$status
+
+test-fast:
+	@$(MAKE) --no-print-directory test PYTEST_ARGS='-m "not slow and not drill" $(PYTEST_ARGS)'
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,6 +1,10 @@
 from django.contrib import admin
 
+from .forms import AdminSignInForm
 from .models import AuditEvent, Invite, Membership, ProviderCredential, Team
+
+# The admin's sign-in goes through the same delays as the sign-in page's.
+admin.site.login_form = AdminSignInForm
 
 
 class MembershipInline(admin.TabularInline):
@@ -30,9 +34,16 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(Invite)
 class InviteAdmin(admin.ModelAdmin):
+    """Invites are made on the Team page, which shows a new one's link once: only its hash is
+    stored, so none is made here and none can be opened from here."""
+
     list_display = ["team", "role", "created_by", "created_at", "expires_at", "used_at"]
     list_filter = ["role", "team"]
-    exclude = ["token"]
+    exclude = ["token_hash"]
+    view_on_site = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
 
 
 @admin.register(ProviderCredential)

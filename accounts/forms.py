@@ -1,7 +1,12 @@
+import math
+
 from django import forms
 from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
+
+from dashboard.clients import client_address
 
 from . import ratelimit
 from .models import Role
@@ -9,28 +14,53 @@ from .models import Role
 User = get_user_model()
 
 
-class SignInForm(AuthenticationForm):
-    """Django's sign-in form, refusing further attempts after too many failures."""
+def wait_text(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} second{'' if seconds == 1 else 's'}"
+    return f"{math.ceil(seconds / 60)} minutes"
+
+
+class ThrottledSignIn:
+    """Progressive delays per username and per client address (accounts/ratelimit.py), for
+    the sign-in page and the admin's alike: failures add up, whichever page they were on."""
 
     def clean(self):
-        # Every attempt counts before the password is checked, so parallel guesses cannot all
-        # slip in before the first failure is recorded; a success clears the username's count.
         username = (self.cleaned_data.get("username") or "").lower()
-        ip = self.request.META.get("REMOTE_ADDR", "") if self.request else ""
-        decisions = [
-            ratelimit.hit("login-user", username, settings.LOGIN_RATE_LIMIT),
-            ratelimit.hit("login-ip", ip, settings.LOGIN_RATE_LIMIT_IP),
-        ]
-        refused = [d for d in decisions if not d.allowed]
-        if refused:
-            minutes = max(1, round(max(d.retry_after for d in refused) / 60))
-            raise forms.ValidationError(
-                f"Too many sign-in attempts. Try again in {minutes} minutes.",
-                code="rate_limited",
+        address = client_address(self.request.META) if self.request else ""
+        user = ratelimit.SignInThrottle("login-user", username, settings.LOGIN_RATE_LIMIT)
+        place = ratelimit.SignInThrottle("login-ip", address, settings.LOGIN_RATE_LIMIT_IP)
+        if not user.begin().allowed:
+            self.refuse(user.retry_after)
+        if not place.begin().allowed:
+            user.cancel()
+            self.refuse(place.retry_after)
+        try:
+            cleaned = super().clean()
+        except forms.ValidationError as error:
+            wait = max(user.failed(), place.failed())
+            if not wait:
+                raise
+            note = forms.ValidationError(
+                f"Wait {wait_text(wait)} before trying again.", code="rate_limited"
             )
-        cleaned = super().clean()
-        ratelimit.reset("login-user", username, settings.LOGIN_RATE_LIMIT)
+            raise forms.ValidationError([*error.error_list, note]) from None
+        user.succeeded(forget=True)
+        place.succeeded(forget=False)
         return cleaned
+
+    def refuse(self, retry_after: int) -> None:
+        raise forms.ValidationError(
+            f"Too many sign-in attempts failed: wait {wait_text(retry_after)}, then try again.",
+            code="rate_limited",
+        )
+
+
+class SignInForm(ThrottledSignIn, AuthenticationForm):
+    """The sign-in page's form."""
+
+
+class AdminSignInForm(ThrottledSignIn, AdminAuthenticationForm):
+    """/admin/login/'s form (accounts/admin.py): for staff only, and throttled the same."""
 
 
 class AccountForm(UserCreationForm):
@@ -50,7 +80,8 @@ class TeamForm(forms.Form):
 
 
 class SwitchTeamForm(forms.Form):
-    team = forms.IntegerField()
+    # Within a BIGINT: the database refuses to look up a larger id (a 500, not a 404).
+    team = forms.IntegerField(min_value=1, max_value=2**63 - 1)
 
 
 class InviteForm(forms.Form):

@@ -4,14 +4,18 @@ Every prediction (and later output, board, price and budget) belongs to a team. 
 by the signed-in user's membership of the request's team; see `accounts.teams`.
 """
 
+import hashlib
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import models, transaction
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from predictions.client import Provider, ProviderNotConfigured, provider_label
 
@@ -40,9 +44,21 @@ class Team(models.Model):
         return self.memberships.filter(role=Role.OWNER)
 
     def provider(self, name: str) -> Provider:
-        """The provider `name` with this team's key, else the deployment's key for it."""
+        """The provider `name` with this team's key, else the deployment's key for it; the demo
+        simulator with the team's own token."""
+        if name == "simulator":
+            return Provider.named(name, token=self.simulator_token())
         credential = self.credentials.filter(provider=name).first()
         return Provider.named(name, token=credential.secret() if credential else None)
+
+    def simulator_token(self) -> str:
+        """The team's token at the demo simulator, which shows each token only the predictions
+        it made: with one token for every team, any team could read and cancel the others'.
+        Derived from SECRET_KEY, so it is stable and nobody can work out another team's."""
+        return (
+            "demo-"
+            + salted_hmac("darkroom.simulator-token", str(self.pk), algorithm="sha256").hexdigest()
+        )
 
     def default_provider(self) -> str:
         """The provider new predictions start with: the team's own key first."""
@@ -84,6 +100,10 @@ def new_invite_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 INVITE_LIFETIME = timedelta(days=7)
 
 
@@ -96,7 +116,9 @@ class Invite(models.Model):
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invites")
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
-    token = models.CharField(max_length=64, unique=True, default=new_invite_token)
+    # The SHA-256 of the link's token: a leaked database opens no invite. Unique, so its index
+    # serves the lookup of an opened link (`find`).
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -107,28 +129,50 @@ class Invite(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
 
+    # The token in clear, on the instance that made it only: its link is shown once.
+    token: str | None = None
+
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"Invite to {self.team} as {self.get_role_display()}"
 
+    def save(self, *args, **kwargs) -> None:
+        if not self.token_hash:
+            self.token = new_invite_token()
+            self.token_hash = hash_token(self.token)
+        super().save(*args, **kwargs)
+
     def get_absolute_url(self) -> str:
+        if self.token is None:
+            raise ValueError("An invite's link is known only to the request that made it.")
         return reverse("accounts:accept_invite", args=[self.token])
+
+    @classmethod
+    def find(cls, token: str) -> "Invite | None":
+        """The invite whose link holds `token`, used or not; None if there is none."""
+        return cls.objects.select_related("team").filter(token_hash=hash_token(token)).first()
 
     @property
     def is_usable(self) -> bool:
         return self.used_at is None and timezone.now() < self.expires_at
 
-    def accept(self, user) -> Membership | None:
-        """Use the invite once: the user joins with its role, or moves up to it if they were
-        already in the team with a lower one. None if it was used already or has expired."""
+    def accept(self, joiner: Callable[[], AbstractBaseUser]) -> Membership | None:
+        """Use the invite once: `joiner()` (the signed-in user, or an account it makes) joins
+        with its role, or moves up to it if already in the team with a lower one. None, and
+        `joiner` never called, if it was used already or has expired.
+
+        The invite is claimed first, by a conditional update, and the account made after, in
+        one transaction: of two people using one link at once, the second waits for the first
+        to commit, finds the invite used, and makes no account."""
         with transaction.atomic():
-            taken = Invite.objects.filter(
-                pk=self.pk, used_at=None, expires_at__gt=timezone.now()
-            ).update(used_at=timezone.now(), used_by=user)
-            if not taken:
+            now = timezone.now()
+            unused = Invite.objects.filter(pk=self.pk, used_at=None, expires_at__gt=now)
+            if not unused.update(used_at=now):
                 return None
+            user = joiner()
+            Invite.objects.filter(pk=self.pk).update(used_by=user)
             membership, created = Membership.objects.get_or_create(
                 team=self.team, user=user, defaults={"role": self.role}
             )

@@ -23,7 +23,7 @@ urlpatterns = [
     ),
     path(
         "password-reset/",
-        auth.PasswordResetView.as_view(
+        views.PasswordResetView.as_view(
             template_name="accounts/password_reset.html",
             email_template_name="accounts/password_reset_email.txt",
             subject_template_name="accounts/password_reset_subject.txt",

@@ -1,15 +1,20 @@
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login, logout
+from django.contrib.auth import views as auth
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import Http404, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
+from dashboard.clients import client_address
+
+from . import ratelimit
 from .forms import (
     AccountForm,
     CredentialForm,
@@ -19,6 +24,7 @@ from .forms import (
     SignInForm,
     SwitchTeamForm,
     TeamForm,
+    wait_text,
 )
 from .models import AuditEvent, Invite, Membership, ProviderCredential, Role, Team
 from .teams import SESSION_KEY, for_team, switch_team, team_object_or_404, team_required
@@ -58,7 +64,8 @@ def dismiss_demo_banner(request):
     if request.htmx:
         return HttpResponse()
     back = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(
+    # A path of this site: anything else (`abc`) is read by redirect() as a URL's name.
+    if not back.startswith("/") or not url_has_allowed_host_and_scheme(
         back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
         back = "predictions:index"
@@ -115,6 +122,12 @@ def switch(request):
     return redirect("predictions:index")
 
 
+# Hands a new invite's token to the team page, which shows its link once: only its hash is
+# stored. A signed cookie for that page alone, spent by it; a reload then sends no form again.
+NEW_INVITE_COOKIE = "new_invite"
+NEW_INVITE_COOKIE_AGE = 300
+
+
 @team_required()
 def team(request):
     team = request.membership.team
@@ -125,14 +138,36 @@ def team(request):
         "role_choices": Role.choices,
     }
     if request.membership.is_owner:
-        context["invites"] = for_team(request, Invite.objects.filter(used_at=None))
-    return render(request, "accounts/team.html", context)
+        invites = Invite.objects.filter(used_at=None).select_related("created_by")
+        context["invites"] = for_team(request, invites)
+        context["new_invite_url"] = new_invite_url(request)
+    response = render(request, "accounts/team.html", context)
+    if NEW_INVITE_COOKIE in request.COOKIES:
+        response.delete_cookie(NEW_INVITE_COOKIE, path=request.path, samesite="Strict")
+        # The page holds a link that lets anyone in: keep it out of caches and Referer headers.
+        response["Cache-Control"] = "no-store"
+        response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def new_invite_url(request) -> str | None:
+    """The link of the invite just made, if this request brings its token; else None."""
+    token = request.get_signed_cookie(
+        NEW_INVITE_COOKIE, default=None, salt=NEW_INVITE_COOKIE, max_age=NEW_INVITE_COOKIE_AGE
+    )
+    if not token:
+        return None
+    invite = Invite.find(token)
+    if invite is None or invite.team_id != request.membership.team_id or not invite.is_usable:
+        return None
+    return request.build_absolute_uri(reverse("accounts:accept_invite", args=[token]))
 
 
 @team_required(Role.OWNER)
 @require_POST
 def create_invite(request):
     form = InviteForm(request.POST)
+    response = redirect("accounts:team")
     if form.is_valid():
         invite = Invite.objects.create(
             team=request.membership.team, role=form.cleaned_data["role"], created_by=request.user
@@ -140,8 +175,17 @@ def create_invite(request):
         AuditEvent.record(
             invite.team, request.user, "invite_created", f"{request.user} invited a {invite.role}"
         )
-        messages.success(request, "Invite created: send the link below to the person you invite.")
-    return redirect("accounts:team")
+        response.set_signed_cookie(
+            NEW_INVITE_COOKIE,
+            invite.token,
+            salt=NEW_INVITE_COOKIE,
+            max_age=NEW_INVITE_COOKIE_AGE,
+            path=reverse("accounts:team"),
+            secure=request.is_secure(),
+            httponly=True,
+            samesite="Strict",
+        )
+    return response
 
 
 @team_required(Role.OWNER)
@@ -253,20 +297,49 @@ def audit(request):
 
 @sensitive_post_parameters("password1", "password2")
 def accept_invite(request, token: str):
-    invite = get_object_or_404(Invite.objects.select_related("team"), token=token)
+    invite = Invite.find(token)
+    if invite is None:
+        raise Http404("No such invite.")
     if not invite.is_usable:
         return render(request, "accounts/invite.html", {"invite": invite}, status=410)
     form = None
     if not request.user.is_authenticated:
         form = AccountForm(request.POST or None)
     if request.method == "POST" and (form is None or form.is_valid()):
-        user = request.user if form is None else form.save()
-        if form is not None:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        membership = invite.accept(user)
+        try:
+            membership = invite.accept(lambda: request.user if form is None else form.save())
+        except IntegrityError:  # the username was taken since the form checked it
+            if form is None:
+                raise
+            form.add_error("username", "That username was just taken: choose another.")
+            return render(request, "accounts/invite.html", {"invite": invite, "form": form})
         if membership is None:
             return render(request, "accounts/invite.html", {"invite": invite}, status=410)
+        if form is not None:
+            login(request, membership.user, backend="django.contrib.auth.backends.ModelBackend")
         request.session[SESSION_KEY] = membership.team_id
         messages.success(request, f"Welcome to {membership.team.name}.")
         return redirect("predictions:index")
     return render(request, "accounts/invite.html", {"invite": invite, "form": form})
+
+
+class PasswordResetView(auth.PasswordResetView):
+    """Django's reset form, limited per client address (refused, with a message) and per email
+    (the same answer as ever, with no mail sent), so it never tells whether an account has the
+    email, and cannot be used to flood anyone's mailbox."""
+
+    def form_valid(self, form):
+        address = client_address(self.request.META)
+        by_address = ratelimit.hit("reset-ip", address, settings.PASSWORD_RESET_RATE_LIMIT)
+        if not by_address.allowed:
+            form.add_error(
+                None,
+                "Too many password reset requests from your address: try again in "
+                f"{wait_text(by_address.retry_after)}.",
+            )
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        email = form.cleaned_data["email"].strip().lower()
+        by_email = ratelimit.hit("reset-email", email, settings.PASSWORD_RESET_RATE_LIMIT_EMAIL)
+        if not by_email.allowed:
+            return redirect(self.get_success_url())
+        return super().form_valid(form)

@@ -35,5 +35,6 @@ def wake_repricer() -> None:
     """Ask for a repricing sweep now; if the broker is down the scheduler's next tick does it."""
     try:
         reprice_due.delay()
-    except Exception:
-        log.warning("could not reach the broker; the scheduler will reprice", exc_info=True)
+    except Exception as exc:
+        # Expected while the broker is down: one line, not a traceback.
+        log.warning("could not reach the broker (%r); the scheduler will reprice", exc)

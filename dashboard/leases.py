@@ -7,7 +7,8 @@ message carries the latest claim may act, and every write it makes is bound to t
 message or a dead worker only delays the step until the lease runs out.
 """
 
-from datetime import timedelta
+import json
+from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 from django.db.models import QuerySet
@@ -109,15 +110,14 @@ def update_from_values(
     cast = connection.vendor == "postgresql"
     names = ", ".join(columns)
     if cast:
-        # One array per column: the statement's text is the same whatever the number of rows,
-        # so the driver parses it once, and a batch costs a handful of parameters, not
-        # thousands. JSON travels as text.
-        arrays = ", ".join(
-            f"%s::{'text' if kind == 'jsonb' else kind}[]" for kind in columns.values()
+        # The rows travel as one JSON document: the statement's text is the same whatever the
+        # number of rows, so the server parses it once, and the driver sends one string that
+        # json.dumps (C) wrote, not thousands of values it would quote one by one in Python.
+        typed = ", ".join(
+            f"CAST(r->>{n} AS {kind}) AS {name}" for n, (name, kind) in enumerate(columns.items())
         )
-        typed = ", ".join(f"CAST(r.{name} AS {kind}) AS {name}" for name, kind in columns.items())
-        source = f"v AS (SELECT {typed} FROM unnest({arrays}) AS r({names}))"
-        params = [list(column) for column in zip(*rows, strict=True)]
+        source = f"v AS (SELECT {typed} FROM json_array_elements(%s::json) AS r)"
+        params = [json.dumps(rows, default=datetime.isoformat)]
     else:
         marks = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
         source = f"v({names}) AS (VALUES {marks})"

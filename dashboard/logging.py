@@ -24,10 +24,11 @@ class HideShareTokens(logging.Filter):
 
 
 class OneLineRefusals(logging.Filter):
-    """On django.request: a 403 or 404 is an expected refusal (a viewer's missing role, another
-    team's id, a revoked share link), worth one line, not the traceback Django attaches to it."""
+    """On django.request: a 4xx is an expected refusal (a viewer's missing role, another team's
+    id, a revoked share link, a malformed request), worth one line, not the traceback Django
+    attaches to it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "status_code", None) in (403, 404):
+        if 400 <= (getattr(record, "status_code", None) or 0) < 500:
             record.exc_info, record.exc_text = None, None
         return True

@@ -6,6 +6,7 @@ with a message naming the variable, rather than running with a silently differen
 
 import base64
 import hashlib
+import ipaddress
 import os
 import re
 import zoneinfo
@@ -147,12 +148,16 @@ INSTALLED_APPS = [
     "costs",
     "timings",
     "webhooks",
+    "api",
+    "operations",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Early, so responses made by the middleware below (CSRF failures, redirects) carry it too.
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    # Before anything reads the URL: no URL of Darkroom's holds a NUL (dashboard/middleware.py).
+    "dashboard.middleware.NullCharacterMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -331,6 +336,9 @@ PROVIDERS = {
         "key_variable": "COMETAPI_KEY",
         # CometAPI's Replicate route sends no webhooks.
         "webhooks": False,
+        # Nor does it list an account's predictions (it documents create and query only): a
+        # create whose outcome is unknown cannot be looked for there.
+        "lists": False,
         "query_rate": env_float("COMETAPI_QUERY_RATE", 50.0),
         "create_rate": env_float("COMETAPI_CREATE_RATE", 10.0),
     },
@@ -340,6 +348,8 @@ PROVIDERS = {
         "token": REPLICATE_API_TOKEN,
         "key_variable": "REPLICATE_API_TOKEN",
         "webhooks": True,
+        # `GET /predictions` lists the account's predictions: an unknown outcome is looked for.
+        "lists": True,
         "query_rate": env_float("REPLICATE_QUERY_RATE", 50.0),
         "create_rate": env_float("REPLICATE_CREATE_RATE", 10.0),
     },
@@ -351,6 +361,7 @@ PROVIDERS = {
         "token": "demo",
         "key_variable": "",
         "webhooks": True,
+        "lists": True,
         "query_rate": env_float("SIMULATOR_QUERY_RATE", 50.0),
         "create_rate": env_float("SIMULATOR_CREATE_RATE", 10.0),
     },
@@ -474,6 +485,32 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Webhooks to API clients (webhooks/outgoing.py) ------------------------------------------
+# Whether API clients' webhooks may go to private, loopback, link-local and other non-public
+# addresses: only for a deployment whose clients are on its own network, and tests.
+WEBHOOKS_ALLOW_PRIVATE = env_bool("WEBHOOKS_ALLOW_PRIVATE", False)
+# Seconds between the scheduler's sweeps that send due webhooks and look for running
+# predictions' progress (a poll that only brings more logs tells no one by itself).
+WEBHOOKS_SWEEP_INTERVAL = env_float("WEBHOOKS_SWEEP_INTERVAL", 1.0)
+CELERY_BEAT_SCHEDULE["send-due-webhooks"] = {
+    "task": "webhooks.tasks.send_due",
+    "schedule": WEBHOOKS_SWEEP_INTERVAL,
+    "options": {"expires": WEBHOOKS_SWEEP_INTERVAL * 5},
+}
+CELERY_BEAT_SCHEDULE["forget-old-outgoing-webhooks"] = {
+    "task": "webhooks.tasks.forget_old_outgoing_webhooks",
+    "schedule": 3600.0,
+    "options": {"expires": 600.0},
+}
+
+# --- The API (api/) ----------------------------------------------------------------------------
+# The longest a create may hold its answer for `Prefer: wait` (Replicate's limit is 60 s). A
+# waiting request holds its web worker's thread, but no database connection between its looks.
+API_MAX_WAIT = env_int("API_MAX_WAIT", 60)
+# Seconds an output's signed link in an API answer opens the archived file, like the hour a
+# provider keeps its own; asking for the prediction again gives fresh links.
+API_FILE_URL_EXPIRY = env_int("API_FILE_URL_EXPIRY", 3600)
+
 # --- Web security ----------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -586,3 +623,73 @@ LOGIN_RATE_LIMIT = env_rate("LOGIN_RATE_LIMIT", "5/900")
 LOGIN_RATE_LIMIT_IP = env_rate("LOGIN_RATE_LIMIT_IP", "20/900")
 SUBMIT_RATE_LIMIT_MEMBER = env_rate("SUBMIT_RATE_LIMIT_MEMBER", "30/60")
 SUBMIT_RATE_LIMIT_TEAM = env_rate("SUBMIT_RATE_LIMIT_TEAM", "120/60")
+
+# --- Inputs (predictions/forms.py) -----------------------------------------------------------
+# What one prediction's input may hold, on the New images form and the API alike, checked
+# before anything is saved: its size as UTF-8 JSON, how deeply objects and lists nest in it (the
+# input object itself is the first level), and its longest text. The database keeps the input
+# and its page shows it as JSON and as a Python snippet: neither should meet what no model takes.
+INPUT_MAX_BYTES = env_int("INPUT_MAX_BYTES", 256 * 1024)
+INPUT_MAX_DEPTH = env_int("INPUT_MAX_DEPTH", 16)
+INPUT_MAX_STRING = env_int("INPUT_MAX_STRING", 65_536)
+# Past its free failures a username or an address waits 1 s, 2 s, 4 s ... at most this long
+# before each next attempt; nothing locks an account for longer (accounts/ratelimit.py).
+LOGIN_MAX_DELAY = env_int("LOGIN_MAX_DELAY", 60)
+if LOGIN_MAX_DELAY < 1:
+    raise ImproperlyConfigured(f"LOGIN_MAX_DELAY must be 1 second or more, not {LOGIN_MAX_DELAY}")
+# Password-reset requests per client address, and mails per email address (counted whether or
+# not an account has it, so the limit tells nothing about who has an account).
+PASSWORD_RESET_RATE_LIMIT = env_rate("PASSWORD_RESET_RATE_LIMIT", "5/3600")
+PASSWORD_RESET_RATE_LIMIT_EMAIL = env_rate("PASSWORD_RESET_RATE_LIMIT_EMAIL", "3/3600")
+
+# --- Proxies -----------------------------------------------------------------------------------
+# Proxies whose X-Forwarded-For is believed (dashboard/clients.py): without them, every request
+# behind a proxy would share the proxy's address, and one person's failed sign-ins would delay
+# everyone; trusted blindly, a client could name any address it likes.
+TRUSTED_PROXIES = []
+for network in env_list("TRUSTED_PROXIES"):
+    try:
+        TRUSTED_PROXIES.append(ipaddress.ip_network(network, strict=False))
+    except ValueError:
+        raise ImproperlyConfigured(
+            "TRUSTED_PROXIES must be addresses or networks separated by commas, like "
+            f"10.0.0.0/8,192.0.2.10, not {network!r}"
+        ) from None
+
+# --- Database outages ------------------------------------------------------------------------
+# Before the first middleware that reads the database: an outage answers a 503 page that keeps
+# what was typed (dashboard/outage.py), not a 500.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("accounts.middleware.TeamMiddleware"),
+    "dashboard.outage.DatabaseOutageMiddleware",
+)
+
+# --- Operations (operations/) ------------------------------------------------------------------
+# /metrics answers a scraper that sends this as `Authorization: Bearer <token>`; unset, it is off.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+# /healthz answers 503 when no worker's poller has stamped its heartbeat (every few seconds) for
+# this long, when a prediction's next step is this late, or an output to archive is.
+HEALTH_MAX_HEARTBEAT_AGE = env_float("HEALTH_MAX_HEARTBEAT_AGE", 30.0)
+HEALTH_MAX_POLL_DELAY = env_float("HEALTH_MAX_POLL_DELAY", 120.0)
+HEALTH_MAX_ARCHIVE_DELAY = env_float("HEALTH_MAX_ARCHIVE_DELAY", 600.0)
+# Probes and scrapers often speak plain HTTP inside the deployment's network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+# The broker in a Redis database or instance of its own: flushing or evicting what REDIS_URL
+# holds (the cache: rate limits, sessions; the request budget) never touches a queued message.
+BROKER_URL = env_str("BROKER_URL")
+if BROKER_URL:
+    if not REDIS_URL:
+        raise ImproperlyConfigured(
+            "BROKER_URL needs REDIS_URL (the cache and the request budget) to be set too"
+        )
+    CELERY_BROKER_URL = BROKER_URL
+# JSON log lines, one object a line, with the prediction a line is about as a field of its own.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
+LOGGING["formatters"]["json"] = {"()": "operations.logs.JsonFormatter"}
+LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT
+# Django's refusals of a client's request (a Host not in ALLOWED_HOSTS, too many fields, a body
+# too big) are one warning line, not an error with a traceback.
+LOGGING["filters"]["one_line_suspicious"] = {"()": "operations.logs.OneLineSuspiciousRequests"}
+LOGGING["handlers"]["console"]["filters"].append("one_line_suspicious")

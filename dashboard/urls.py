@@ -9,4 +9,6 @@ urlpatterns = [
     path("", include("costs.urls")),
     path("", include("timings.urls")),
     path("", include("webhooks.urls")),
+    path("", include("api.urls")),
+    path("", include("operations.urls")),
 ]

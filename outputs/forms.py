@@ -35,7 +35,8 @@ class ReturnForm(forms.Form):
         safe = url_has_allowed_host_and_scheme(
             url, allowed_hosts={self.request.get_host()}, require_https=self.request.is_secure()
         )
-        return url if url and safe else self.default
+        # A path: anything else (`abc`) is read by redirect() as the name of a URL to reverse.
+        return url if url.startswith("/") and safe else self.default
 
     @property
     def return_url(self) -> str:

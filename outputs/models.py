@@ -271,7 +271,7 @@ class Output(models.Model):
             # deletion of an output with the same file may have removed or be writing a file:
             # now that the row protects them, make sure they are whole. A lost claim leaves its
             # files alone: an unused file costs little, a missing one loses an image.
-            store_files(copy.sha256, files, verify=True)
+            store_files(copy.sha256, files)
 
     def archive_failed(self, exc: DownloadError) -> None:
         if exc.expired:
@@ -349,15 +349,15 @@ def store_copy(output: Output, content: bytes) -> None:
     store_files(output.sha256, output.files(content))
 
 
-def store_files(sha256: str, files: dict[str, bytes], verify: bool = False) -> None:
-    """Store the files not stored yet (with `verify`, also those of another size: a write cut
-    short). Names come from the SHA-256, so identical files are stored once. On a failure, what
-    this call wrote is deleted again unless an output uses it."""
+def store_files(sha256: str, files: dict[str, bytes]) -> None:
+    """Store the files not stored yet, and those of another size (a write cut short, by a full
+    disk say). Names come from the SHA-256, so identical files are stored once. On a failure,
+    what this call wrote is deleted again unless an output uses it."""
     written = []
     try:
         for name, data in files.items():
             if default_storage.exists(name):
-                if not verify or default_storage.size(name) == len(data):
+                if default_storage.size(name) == len(data):
                     continue
                 default_storage.delete(name)
             saved = default_storage.save(name, ContentFile(data))

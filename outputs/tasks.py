@@ -33,5 +33,6 @@ def wake_archiver() -> None:
     """Ask for an archive sweep now; if the broker is down the scheduler's next tick does it."""
     try:
         archive_due.delay()
-    except Exception:
-        log.warning("could not reach the broker; the scheduler will archive", exc_info=True)
+    except Exception as exc:
+        # Expected while the broker is down: one line, not a traceback.
+        log.warning("could not reach the broker (%r); the scheduler will archive", exc)

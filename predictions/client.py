@@ -12,15 +12,21 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 from django.conf import settings
+
+from operations import tallies
 
 from .budget import RequestBudget
 
 MODEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}/[a-z0-9][a-z0-9._-]{0,99}", re.IGNORECASE)
 PREDICTION_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# Pages of the account's predictions (Replicate's are 100 long) that `list()` reads at most.
+LIST_PAGES = 10
 USER_AGENT = "Darkroom/0.1 (+https://github.com/darkroom)"
 
 
@@ -137,6 +143,33 @@ class ProviderClient:
         path = f"/predictions/{validate_prediction_id(prediction_id)}/cancel"
         return self._request(provider, "POST", path)
 
+    def list(self, provider: Provider, since: datetime) -> list[dict[str, Any]]:
+        """The account's predictions created since `since`, newest first, from `GET
+        /predictions` (Replicate's; CometAPI's route has none), page after page until one
+        reaches back past `since`. Reads at most LIST_PAGES pages: a ProviderError says when
+        there were more, so that "not found" is never said of a window not looked through."""
+        query = {"created_after": since.astimezone(UTC).isoformat().replace("+00:00", "Z")}
+        found: list[dict[str, Any]] = []
+        for _ in range(LIST_PAGES):
+            page = self._request(
+                provider, "GET", "/predictions?" + urlencode(query), parse=parse_page
+            )
+            for prediction in page["results"]:
+                created = creation_time(prediction)
+                if created is not None and created < since:
+                    return found  # newest first: the rest is older still
+                found.append(prediction)
+            # Only the cursor is taken from `next`: Darkroom requests the URLs it builds.
+            cursor = parse_qs(urlsplit(str(page.get("next") or "")).query).get("cursor")
+            if not cursor:
+                return found
+            query["cursor"] = cursor[0]
+        raise ProviderError(
+            f"{provider.label} lists more than {len(found)} predictions made since "
+            f"{since:%Y-%m-%d %H:%M:%S} UTC; Darkroom looked no further.",
+            retryable=False,
+        )
+
     def close(self) -> None:
         self.transport.close()
 
@@ -156,7 +189,7 @@ class ProviderClient:
             extensions={"timeout": self.timeout},
         )
         try:
-            response = self.transport.handle_request(request)
+            response = tallies.send(self.transport, request, provider)
             try:
                 response.read()
             finally:
@@ -202,6 +235,37 @@ def parse_response(provider: Provider, response: httpx.Response) -> dict[str, An
             status=response.status_code,
         )
     return payload
+
+
+def parse_page(provider: Provider, response: httpx.Response) -> dict[str, Any]:
+    """A page of predictions (`{"results": [...], "next": ...}`), keeping only the results
+    that are predictions."""
+    raise_for_status(provider, response)
+    page = json_object(response)
+    results = page.get("results")
+    if not isinstance(results, list):
+        raise ProviderError(
+            f"{provider.label} sent a list of predictions that is not one.",
+            retryable=True,
+            status=response.status_code,
+        )
+    page["results"] = [
+        p
+        for p in results
+        if isinstance(p, dict)
+        and isinstance(p.get("id"), str)
+        and PREDICTION_ID_RE.fullmatch(p["id"])
+    ]
+    return page
+
+
+def creation_time(prediction: dict[str, Any]) -> datetime | None:
+    """When the provider says it created `prediction` (aware), or None if it does not say."""
+    try:
+        moment = datetime.fromisoformat(prediction.get("created_at"))
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo else None
 
 
 def parse_secret(provider: Provider, response: httpx.Response) -> str:
@@ -250,10 +314,11 @@ def raise_for_status(provider: Provider, response: httpx.Response) -> None:
 
 
 def json_object(response: httpx.Response) -> dict[str, Any]:
-    """The response's body as a JSON object; empty if it is anything else."""
+    """The response's body as a JSON object; empty if it is anything else (nested too deep for
+    the parser included)."""
     try:
         payload = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return payload if isinstance(payload, dict) else {}
 
@@ -262,7 +327,7 @@ def problem_detail(response: httpx.Response) -> str:
     """The provider's own words from a Replicate-style problem body, or the start of the text."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return response.text[:300].strip() or response.reason_phrase
     if isinstance(body, dict):
         for key in ("detail", "error", "title", "message"):

@@ -1,4 +1,5 @@
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from .models import Prediction
 MAX_VARIATIONS = 8
 SEED_RANGE = 2**32
 MODEL_MESSAGE = "Give the model as owner/name, for example black-forest-labs/flux-schnell."
+# The New images form's fields that are no input of the model (the others are: the prompt, and a
+# catalog model's inputs).
+NOT_INPUTS = {"provider", "model", "extra_input", "variations", "request_key"}
 
 
 def clean_model_name(value: str, required: bool = True) -> str:
@@ -114,6 +118,79 @@ class PromptLengthValidator(MaxLengthValidator):
 def refuse_constant(name: str):
     """NaN and Infinity are not JSON, though Python's parser takes them."""
     raise ValueError(f"{name} is not a JSON number: give a finite number.")
+
+
+# A whole number a provider's JSON parser and Darkroom's own number fields take: 64 bits.
+LARGEST_INTEGER = 2**63 - 1
+# A lone surrogate (half of a UTF-16 pair) comes through JSON's \ud800 escapes: no UTF-8 text,
+# so no database, holds one.
+SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` may not be part of an input, if it may not."""
+    if "\x00" in text:
+        # PostgreSQL stores no NUL, in text or in JSON.
+        return "Null characters are not allowed."
+    if surrogate := SURROGATE_RE.search(text):
+        return (
+            f"Text must be valid Unicode: this holds half of a surrogate pair "
+            f"(\\u{ord(surrogate.group()):04x})."
+        )
+    if len(text) > settings.INPUT_MAX_STRING:
+        return (
+            f"Text is limited to {settings.INPUT_MAX_STRING:,} characters "
+            f"(this one has {len(text):,})."
+        )
+    return None
+
+
+def value_problem(value: Any) -> str | None:
+    """Why one input's `value` may not be sent, if it may not: text no database holds or longer
+    than INPUT_MAX_STRING, a number that is not finite or beyond 64 bits, or objects and lists
+    nested deeper than INPUT_MAX_DEPTH (the input object holding it is the first level). Read
+    without recursion, so that no depth breaks the check itself."""
+    stack = [(value, 2)]
+    while stack:
+        item, level = stack.pop()
+        problem = None
+        if isinstance(item, str):
+            problem = text_problem(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            problem = "Give a finite number."
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > LARGEST_INTEGER:
+            problem = f"Give a whole number within ±{LARGEST_INTEGER:,}."
+        elif isinstance(item, dict | list):
+            if level > settings.INPUT_MAX_DEPTH:
+                return f"Nested more than {settings.INPUT_MAX_DEPTH} levels deep."
+            if isinstance(item, dict):
+                stack.extend((key, level) for key in item)  # keys are text, checked as text
+                item = item.values()
+            stack.extend((child, level + 1) for child in item)
+        if problem:
+            return problem
+    return None
+
+
+def input_problems(input: dict[str, Any]) -> list[tuple[str, str]]:
+    """What Darkroom will not save or send of an input, as (input name, why) pairs; the name is
+    "" for an input larger than INPUT_MAX_BYTES as JSON. Empty for an input within the limits."""
+    problems = []
+    for name, value in input.items():
+        problem = text_problem(name) or value_problem(value)
+        if problem:
+            problems.append((name, problem))
+    if not problems:
+        size = len(json.dumps(input, ensure_ascii=False).encode())
+        if size > settings.INPUT_MAX_BYTES:
+            problems.append(
+                (
+                    "",
+                    f"The input holds {size:,} bytes as JSON: give at most "
+                    f"{settings.INPUT_MAX_BYTES:,} bytes.",
+                )
+            )
+    return problems
 
 
 class PredictionForm(forms.Form):
@@ -279,8 +356,19 @@ class PredictionForm(forms.Form):
         text = self.cleaned_data["extra_input"].strip()
         if not text:
             return {}
+        size = len(text.encode(errors="surrogatepass"))
+        if size > settings.INPUT_MAX_BYTES:
+            raise forms.ValidationError(
+                f"This holds {size:,} bytes: give at most {settings.INPUT_MAX_BYTES:,} bytes of "
+                "JSON."
+            )
         try:
             value = json.loads(text, parse_constant=refuse_constant)
+        except RecursionError:
+            raise forms.ValidationError(
+                "This JSON is nested too deeply to read: give at most "
+                f"{settings.INPUT_MAX_DEPTH} levels."
+            ) from None
         except ValueError as exc:
             if not isinstance(exc, json.JSONDecodeError):
                 raise forms.ValidationError(str(exc)) from None
@@ -291,6 +379,11 @@ class PredictionForm(forms.Form):
             ) from None
         if not isinstance(value, dict):
             raise forms.ValidationError('Give a JSON object, like {"num_outputs": 2}.')
+        # Before a catalog field reads any of it: float() of a 400-digit number overflows.
+        if problems := input_problems(value):
+            raise forms.ValidationError(
+                [f"{name}: {why}" if name else why for name, why in problems]
+            )
         return value
 
     def clean_variations(self) -> int:
@@ -300,7 +393,36 @@ class PredictionForm(forms.Form):
         data = super().clean()
         if "extra_input" in data and self.catalog_model:
             data["extra_input"] = self._checked_other_inputs(data["extra_input"])
+        if not self.errors:
+            self._check_input(self.input())
+            self._check_request_key(data["request_key"])
         return data
+
+    def _check_input(self, input: dict[str, Any]) -> None:
+        """The whole input within the limits, as the API sends typed inputs: each problem next
+        to the field that holds the input, other inputs' under "Other inputs"."""
+        for name, why in input_problems(input):
+            if name in self.fields and name not in NOT_INPUTS:
+                self.add_error(name, why)
+            elif name:
+                self.add_error("extra_input", f"{name}: {why}")
+            else:
+                self.add_error(None, why)
+
+    def _check_request_key(self, key: uuid.UUID) -> None:
+        """A form sent from one team's page, then sent again after switching teams, carries a
+        key another team's predictions hold (keys are unique across teams). Nothing is sent;
+        shown again, the form carries a fresh key, so Generate sends it to this team."""
+        if not Prediction.objects.filter(request_key=key).exclude(team=self.team).exists():
+            return
+        self.data = self.data.copy()
+        self.data["request_key"] = str(uuid.uuid4())
+        self.add_error(
+            None,
+            f"This form was sent from another team's page, so nothing was sent to "
+            f"{self.team.name}. Its inputs are kept below: press Generate to send them to "
+            f"{self.team.name}.",
+        )
 
     def _checked_other_inputs(self, other: dict) -> dict:
         """Other inputs, holding inputs that have a field to the same rules as that field."""
@@ -322,6 +444,17 @@ class PredictionForm(forms.Form):
             self.add_error("extra_input", problems)
         return checked
 
+    def input(self) -> dict[str, Any]:
+        """The model's input this valid form makes: other inputs, the catalog inputs that are
+        not left blank, and the prompt."""
+        data = self.cleaned_data
+        input = dict(data["extra_input"])
+        for spec in self.catalog_model.inputs if self.catalog_model else ():
+            if data[spec.name] not in (None, ""):
+                input[spec.name] = data[spec.name]
+        input["prompt"] = data["prompt"]
+        return input
+
     def prediction_fields(self) -> list[dict[str, Any]]:
         """Model fields of the predictions to create: one dict per variation.
 
@@ -330,11 +463,7 @@ class PredictionForm(forms.Form):
         without one, each is sent without a seed and the provider draws one.
         """
         data = self.cleaned_data
-        input = dict(data["extra_input"])
-        for spec in self.catalog_model.inputs if self.catalog_model else ():
-            if data[spec.name] not in (None, ""):
-                input[spec.name] = data[spec.name]
-        input["prompt"] = data["prompt"]
+        input = self.input()
         seed = input.get("seed")
         variations = []
         for index in range(data["variations"]):
@@ -401,6 +530,8 @@ class LogCursorForm(forms.Form):
 # --- Compare -------------------------------------------------------------------------------
 
 COMPARE_LEAST, COMPARE_MOST = 2, 4
+# The most rows of images a comparison shows.
+COMPARE_IMAGES = 12
 # A BIGINT's range: a larger number is no prediction's, and PostgreSQL refuses to look it up.
 LARGEST_PK = 2**63 - 1
 COMPARE_HOW = (
@@ -566,7 +697,9 @@ class Comparison:
     def output_rows(self) -> list[list]:
         """The outputs by index: row n holds each prediction's output n, or None."""
         outputs = [list(p.outputs.all()) for p in self.predictions]
-        most = max(len(own) for own in outputs)
+        # The first rows only, as the gallery shows a prediction's first tiles: one may bring
+        # thousands of outputs.
+        most = min(max(len(own) for own in outputs), COMPARE_IMAGES)
         return [[own[n] if n < len(own) else None for own in outputs] for n in range(most)]
 
     @property
@@ -579,3 +712,20 @@ class Comparison:
             (prediction, urlencode({"p": [n for n in numbers if n != prediction.pk]}, doseq=True))
             for prediction in self.predictions
         ]
+
+
+class TrackForm(forms.Form):
+    """Track a prediction made elsewhere: its provider, and its id there (checked by
+    `Prediction.track`, which the API shares)."""
+
+    provider = forms.ChoiceField(choices=provider_choices)
+    remote_id = forms.CharField(
+        label="Prediction id",
+        max_length=128,
+        help_text="As the provider shows it, for example ufawqhfynnddngldkgtslldrkq.",
+    )
+
+    def __init__(self, *args, team: Team, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["provider"].initial = team.default_provider()
+        self.fields["remote_id"].widget.attrs.update(autocomplete="off", spellcheck="false")

@@ -6,15 +6,27 @@ wake workers up, and the `next_poll_at` column says what is due.
 """
 
 import json
+import logging
 import math
 import random
+import re
 import shlex
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.core.cache import cache
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    models,
+    transaction,
+)
 from django.db.models import F, Q
 from django.db.models.expressions import Combinable
 from django.db.models.signals import post_delete, post_save
@@ -29,10 +41,13 @@ from webhooks import webhook_url
 
 from . import schedule
 from .client import (
+    MODEL_RE,
+    PREDICTION_ID_RE,
     Provider,
     ProviderClient,
     ProviderError,
     ProviderNotConfigured,
+    creation_time,
     provider_label,
     validate_model,
 )
@@ -40,6 +55,8 @@ from .live import team_changed
 from .logs import printed_seed, remaining_seconds
 from .schedule import Plan
 from .signals import changed
+
+log = logging.getLogger(__name__)
 
 
 class Status(models.TextChoices):
@@ -73,9 +90,30 @@ def statuses_before(status: str) -> list[str]:
     return RUNNING
 
 
+# Another team follows this provider id already: said without telling whether, or by whom.
+UNTRACKABLE = "This prediction cannot be tracked by your team."
+
 # Cancels sent to a timed-out prediction before Darkroom gives up: with error_backoff() between
 # them (and the default intervals), they span about two minutes of a provider's trouble.
 TIMEOUT_CANCEL_ATTEMPTS = 8
+
+
+# Pauses before each new try to store a create's answer on a new database connection: a few
+# seconds in all, well within the lease, while the answer exists only in the worker that got it.
+ANSWER_WRITE_PAUSES = (0.1, 0.3, 1.0, 2.0)
+# An answer the database would not take even then is kept in the cache this long, for the next
+# worker that takes the prediction (see Prediction.send()).
+KEPT_ANSWER_TTL = 24 * 3600
+# A create whose outcome is unknown is looked for at a provider that lists its predictions this
+# many seconds after it was given up, then after each look that found nothing.
+RESOLVE_DELAYS = (5.0, 60.0, 300.0)
+# Clocks differ: the provider's `created_at` may be this far outside the create's own times.
+RESOLVE_MARGIN = timedelta(seconds=60)
+# A look that failed for now (the provider's 5xx, a lost connection) is tried again soon, with
+# error_backoff() between the tries, this many times before it counts as a look.
+LOOK_RETRIES = 5
+CHECK_DASHBOARD = "Check the provider's dashboard before submitting it again."
+WILL_LOOK = "Darkroom will look for it among the provider's predictions."
 
 
 def error_backoff(errors: int, retry_after: float | None) -> timedelta:
@@ -139,6 +177,9 @@ class Prediction(models.Model):
     timeout_cancel_answer = models.TextField(blank=True)
     # Whether the create asked the provider for webhooks: then polls are only a safety net.
     webhook = models.BooleanField(default=False)
+    # Made elsewhere (a script, the provider's site) and tracked by its provider id: Darkroom
+    # never sends its create, and its first answer says what it is (see `track()`).
+    tracked = models.BooleanField(default=False)
     # How likely the next poll is to find the prediction ended (predictions.schedule): when the
     # request budget is short, the likeliest polls go first.
     poll_likelihood = models.FloatField(default=0.0)
@@ -212,6 +253,12 @@ class Prediction(models.Model):
         return self.status in RUNNING
 
     @property
+    def tracked_unanswered(self) -> bool:
+        """A tracked prediction the provider has not answered about yet: model, input and
+        acceptance are unknown until it does."""
+        return self.tracked and self.accepted_at is None
+
+    @property
     def prompt(self) -> str:
         return str(self.input.get("prompt", ""))
 
@@ -225,6 +272,12 @@ class Prediction(models.Model):
     @property
     def provider_label(self) -> str:
         return provider_label(self.provider)
+
+    @property
+    def provider_lists(self) -> bool:
+        """Whether its provider lists the account's predictions (settings.PROVIDERS), so that
+        a create whose outcome is unknown can be looked for there."""
+        return bool(settings.PROVIDERS.get(self.provider, {}).get("lists"))
 
     @property
     def input_json(self) -> str:
@@ -333,6 +386,85 @@ print(prediction["status"], prediction["output"] or prediction["error"])
     def get_provider(self) -> Provider:
         return self.team.provider(self.provider)
 
+    # --- Tracking a prediction made elsewhere -----------------------------------------------
+
+    @classmethod
+    def track(cls, team, member, provider: str, remote_id: str) -> "Prediction":
+        """Follow the prediction `remote_id` of `provider`, made elsewhere, as one of `team`'s,
+        attributed to `member`: polled, archived and costed like its own, with no create sent.
+        The team's prediction of that id if it has one; else a new one, in the state of a
+        create the provider has just accepted (its first poll fills in what it is), with the
+        dispatcher woken when the transaction commits.
+
+        ValidationError (by field: `provider`, `remote_id`) for a provider this deployment
+        does not offer or has no key for, or an id that cannot be one; PermissionDenied if
+        `member` may not submit in `team`."""
+        membership = team.memberships.filter(user=member).first()
+        if membership is None or not membership.can_submit:
+            raise PermissionDenied("Only the team's members and owners can track predictions.")
+        offered = [
+            name
+            for name in settings.PROVIDERS
+            if name != "simulator" or settings.DEFAULT_PROVIDER == "simulator"
+        ]
+        if provider not in offered:
+            raise ValidationError(
+                {"provider": f"Choose one of this deployment's providers: {', '.join(offered)}."}
+            )
+        try:
+            team.provider(provider)
+        except ProviderNotConfigured as exc:
+            raise ValidationError({"provider": str(exc)}) from None
+        remote_id = remote_id.strip() if isinstance(remote_id, str) else ""
+        if not remote_id:
+            raise ValidationError({"remote_id": "Give the prediction's id at the provider."})
+        if not PREDICTION_ID_RE.fullmatch(remote_id):
+            raise ValidationError(
+                {
+                    "remote_id": "A prediction id is at most 128 letters, digits, dashes and "
+                    "underscores, as the provider shows it (for example "
+                    "ufawqhfynnddngldkgtslldrkq)."
+                }
+            )
+        same = cls.objects.filter(provider=provider, provider_id=remote_id)
+        try:
+            with transaction.atomic():
+                if existing := same.first():
+                    if existing.team_id == team.pk:
+                        return existing
+                    raise ValidationError({"remote_id": UNTRACKABLE})
+                prediction = cls.objects.create(
+                    team=team,
+                    submitted_by=member,
+                    provider=provider,
+                    provider_id=remote_id,
+                    tracked=True,
+                    status=Status.STARTING,
+                )
+        except IntegrityError:
+            # The same id tracked at the same moment by a twin request: that one stands.
+            if existing := same.filter(team=team).first():
+                return existing
+            raise ValidationError({"remote_id": UNTRACKABLE}) from None
+        from .tasks import wake_dispatcher
+
+        transaction.on_commit(wake_dispatcher)
+        return prediction
+
+    def adopted_fields(self, payload: dict[str, Any], created_at: datetime | None) -> dict:
+        """What a tracked prediction's first answer says it is: its model and input, and the
+        provider's acceptance (its `created_at`), from which its age and deadline count."""
+        model = payload.get("model")
+        input = payload.get("input")
+        now = timezone.now()
+        return {
+            "model": model if isinstance(model, str) and MODEL_RE.fullmatch(model) else "",
+            "input": storable_json(input) if isinstance(input, dict) else {},
+            "accepted_at": min(created_at, now)
+            if created_at and timezone.is_aware(created_at)
+            else now,
+        }
+
     # --- Scheduling ------------------------------------------------------------------------
 
     @classmethod
@@ -350,11 +482,20 @@ print(prediction["status"], prediction["output"] or prediction["error"])
     def store_polls(cls, results: list[tuple["Prediction", dict[str, Any]]]) -> None:
         """Store many polls' answers of predictions still running, in one statement: each
         only where its claim is still the latest and its status would not move backwards."""
-        if not results:
+        # A tracked prediction's first answer also says what it is (model, input): written on
+        # its own, as few as there are tracked predictions.
+        batched = []
+        for prediction, fields in results:
+            if prediction.tracked_unanswered:
+                prediction.store_remote(fields)
+            else:
+                batched.append((prediction, fields))
+        if not batched:
             return
         rows, teams = [], set()
         now = timezone.now()
-        for prediction, fields in results:
+        at = connection.ops.adapt_datetimefield_value  # once, not for each value
+        for prediction, fields in batched:
             rows.append(
                 (
                     prediction.pk,
@@ -367,14 +508,14 @@ print(prediction["status"], prediction["output"] or prediction["error"])
                     json_value(fields["metrics"]),
                     fields["predict_time"],
                     fields["image_count"],
-                    db_datetime(fields["created_at"]),
-                    db_datetime(fields["started_at"]),
-                    db_datetime(fields["completed_at"]),
+                    at(fields["created_at"]),
+                    at(fields["started_at"]),
+                    at(fields["completed_at"]),
                     fields["data_removed"],
                     json_value(fields["urls"]),
-                    db_datetime(fields["next_poll_at"]),
+                    at(fields["next_poll_at"]),
                     fields["poll_likelihood"],
-                    db_datetime(now),
+                    at(now),
                 )
             )
             if any(getattr(prediction, name) != fields[name] for name in LISTED_FIELDS):
@@ -403,7 +544,7 @@ print(prediction["status"], prediction["output"] or prediction["error"])
             (
                 prediction.pk,
                 prediction.claim,
-                exc.message,
+                storable_text(exc.message),
                 db_datetime(now + error_backoff(prediction.consecutive_errors, exc.retry_after)),
                 db_datetime(now),
             )
@@ -468,6 +609,8 @@ print(prediction["status"], prediction["output"] or prediction["error"])
         """Do the one step this claimed prediction is due for: send, cancel or poll."""
         if self.status == Status.SUBMITTING:
             self.send(client)
+        elif self.status == Status.SUBMIT_UNKNOWN:
+            self.resolve_unknown(client)
         elif self.status == Status.TIMED_OUT:
             self.cancel_timed_out(client)
         elif self.status not in RUNNING:
@@ -484,15 +627,25 @@ print(prediction["status"], prediction["output"] or prediction["error"])
     def send(self, client: ProviderClient) -> None:
         """Send the create, at most once unless it provably never reached the provider."""
         if self.sending_since is not None:
-            # A worker died between sending and recording the answer.
+            # The worker that sent it stopped before the answer was stored. If the provider
+            # answered and only the database failed, that worker kept the answer.
+            if (answer := kept_answer(self.pk)) is not None:
+                self.record_create_answer(answer)
+                return
             self.give_up_submit(
-                "The worker sending this prediction stopped before the provider answered, so "
-                "Darkroom cannot tell whether it was created. Check the provider's dashboard "
-                "before submitting it again."
+                "The worker sending this prediction stopped before the provider answered or "
+                "before its answer was recorded, so Darkroom cannot tell whether it was created."
             )
             return
         if self.cancel_requested_at:
             self._finish(Status.CANCELED, running=[Status.SUBMITTING])
+            return
+        try:
+            # Read before the create is marked in flight: a database error here must leave a
+            # create that was never sent free to be sent, not "unknown".
+            provider = self.get_provider()
+        except ProviderNotConfigured as exc:
+            self._finish(Status.FAILED, error=str(exc), running=[Status.SUBMITTING])
             return
         now = timezone.now()
         webhook = webhook_url(self)
@@ -505,22 +658,46 @@ print(prediction["status"], prediction["output"] or prediction["error"])
             return
         self.webhook = bool(webhook)
         try:
-            payload = client.create(self.get_provider(), self.model, self.input, webhook=webhook)
+            payload = client.create(provider, self.model, self.input, webhook=webhook)
         except ProviderError as exc:
             self.send_failed(exc)
         except ValueError as exc:
             self._finish(Status.FAILED, error=str(exc), running=[Status.SUBMITTING])
         else:
-            self.apply_remote(payload)
-            self.refresh_from_db()
-            if self.cancel_requested_at and self.is_running:
-                self._update(Q(), next_poll_at=timezone.now())
+            self.record_create_answer(payload)
+
+    def record_create_answer(self, payload: dict[str, Any]) -> None:
+        """Store the create's answer, and send a cancel asked for meanwhile. Until the answer is
+        stored, the provider's id exists only in this worker: a write that lost its database
+        connection is tried again on a new one for a few seconds; if the database stays away,
+        the answer is kept in the cache for the worker that takes the prediction next."""
+        for pause in (*ANSWER_WRITE_PAUSES, None):
+            try:
+                self.apply_remote(payload)
+                break
+            except (OperationalError, InterfaceError):
+                if pause is None:
+                    keep_answer(self.pk, payload)
+                    raise
+                log.warning(
+                    "prediction %s: the provider created it as %s, but storing that failed; "
+                    "trying again on a new database connection",
+                    self.pk,
+                    payload["id"],
+                    exc_info=True,
+                )
+                # Outside a transaction, as in a worker: the next query connects again.
+                connection.close()
+                time.sleep(pause)
+        self.refresh_from_db()
+        if self.cancel_requested_at and self.is_running:
+            self._update(Q(), next_poll_at=timezone.now())
 
     def send_failed(self, exc: ProviderError) -> None:
         if exc.maybe_applied:
             self.give_up_submit(
                 f"{exc.message} The create may have reached the provider, so Darkroom did not "
-                "send it again. Check the provider's dashboard before submitting it again."
+                "send it again."
             )
         elif exc.retryable and self.submit_attempts + 1 < settings.SUBMIT_MAX_ATTEMPTS:
             self._update(
@@ -535,7 +712,125 @@ print(prediction["status"], prediction["output"] or prediction["error"])
             self._finish(Status.FAILED, error=exc.message, running=[Status.SUBMITTING])
 
     def give_up_submit(self, reason: str) -> None:
-        self._finish(Status.SUBMIT_UNKNOWN, error=reason, running=[Status.SUBMITTING])
+        """Mark the outcome unknown: the create is never sent again. `sending_since` stays, to
+        say when it was sent; where the provider lists its predictions, a look for it there is
+        due (resolve_unknown). The error is the reason, then on a line of its own what Darkroom
+        does or found about it."""
+        now = timezone.now()
+        lists = self.provider_lists
+        self._transition(
+            Q(status=Status.SUBMITTING),
+            status=Status.SUBMIT_UNKNOWN,
+            error=f"{reason}\n{WILL_LOOK if lists else CHECK_DASHBOARD}",
+            completed_at=now,
+            next_poll_at=now + timedelta(seconds=RESOLVE_DELAYS[0]) if lists else None,
+        )
+
+    # --- An unknown outcome, resolved --------------------------------------------------------
+
+    def resolve_unknown(self, client: ProviderClient) -> None:
+        """Look for the create whose outcome is unknown among the provider's predictions, and
+        adopt it (status, id, outputs) if exactly one may be it; otherwise write what was looked
+        at under the reason, and look again after the next of RESOLVE_DELAYS. Each look counts
+        as a poll."""
+        try:
+            provider = self.get_provider()
+            candidates, looked = self.find_create(client, provider)
+            if len(candidates) == 1:
+                payload = client.get(provider, candidates[0])
+                if self.adopt(payload):
+                    log.info(
+                        "prediction %s: its create, whose outcome was unknown, was found at "
+                        "the provider as %s",
+                        self.pk,
+                        payload["id"],
+                    )
+                    return
+                finding = (
+                    f"its prediction {candidates[0]} has this model and input, but another of "
+                    "Darkroom's predictions is it."
+                )
+            elif candidates:
+                finding = (
+                    f"{len(candidates)} of the {looked} predictions it lists from then have this "
+                    "model and input, so Darkroom cannot tell which one is this."
+                )
+            else:
+                finding = (
+                    f"none of the {looked} predictions it lists from then has this model and "
+                    "input, so the create most likely never reached it."
+                )
+        except ProviderError as exc:
+            if exc.retryable and self.consecutive_errors < LOOK_RETRIES:
+                self.look_failed(exc)
+                return
+            finding = f"the provider could not be asked: {exc.message}"
+        except ProviderNotConfigured as exc:
+            finding = f"the provider could not be asked: {exc}"
+        self.note_unknown(finding)
+
+    def find_create(self, client: ProviderClient, provider: Provider) -> tuple[list[str], int]:
+        """The ids of the provider's predictions that may be this one's lost create: made while
+        it was being sent (give or take RESOLVE_MARGIN), with its model and input, and none of
+        Darkroom's other predictions; and how many predictions of that time the provider
+        listed."""
+        since = (self.sending_since or self.submitted_at) - RESOLVE_MARGIN
+        until = (self.completed_at or timezone.now()) + RESOLVE_MARGIN
+        listed = [
+            p for p in client.list(provider, since=since) if (creation_time(p) or until) <= until
+        ]
+        alike = [
+            p["id"] for p in listed if p.get("model") == self.model and p.get("input") == self.input
+        ]
+        taken = set(
+            type(self)
+            .objects.filter(provider=self.provider, provider_id__in=alike)
+            .values_list("provider_id", flat=True)
+        )
+        return [remote_id for remote_id in alike if remote_id not in taken], len(listed)
+
+    def adopt(self, payload: dict[str, Any]) -> bool:
+        """Take `payload`, found at the provider, as the answer its create never had stored;
+        False if the prediction moved on meanwhile, or another one took that id first."""
+        self.status = Status.SUBMITTING  # read as a create's answer: accepted, then followed
+        try:
+            return self.apply_remote(payload)
+        except IntegrityError:
+            return False
+
+    def look_failed(self, exc: ProviderError) -> None:
+        """Try the look again soon; its error shows under the prediction's details."""
+        now = timezone.now()
+        self._update(
+            Q(status=Status.SUBMIT_UNKNOWN),
+            consecutive_errors=F("consecutive_errors") + 1,
+            last_error=exc.message,
+            last_polled_at=now,
+            next_poll_at=now + error_backoff(self.consecutive_errors, exc.retry_after),
+        )
+
+    def note_unknown(self, finding: str) -> None:
+        """Write what a look for the unknown outcome found under its reason, and when the next
+        look is due, if any is left."""
+        looks = self.polls + 1
+        now = timezone.now()
+        again = looks < len(RESOLVE_DELAYS)
+        reason = self.error.rpartition("\n")[0] or self.error
+        note = (
+            f"Darkroom looked for it among the provider's predictions "
+            f"({looks} time{'s' if looks > 1 else ''}, last at "
+            f"{timezone.localtime(now):%Y-%m-%d %H:%M:%S %Z}): {finding} "
+            + ("Darkroom will look again." if again else CHECK_DASHBOARD)
+        )
+        self._update(
+            Q(status=Status.SUBMIT_UNKNOWN),
+            error=f"{reason}\n{note}",
+            consecutive_errors=0,
+            last_error="",
+            polls=looks,
+            last_polled_at=now,
+            next_poll_at=now + timedelta(seconds=RESOLVE_DELAYS[looks]) if again else None,
+        )
 
     # --- Polling ---------------------------------------------------------------------------
 
@@ -571,6 +866,21 @@ print(prediction["status"], prediction["output"] or prediction["error"])
             self.apply_remote(payload)
 
     def poll_failed(self, exc: ProviderError) -> None:
+        if exc.status == 404 and self.tracked_unanswered:
+            # Nothing of it ran for the team, so nothing is owed (no provider id: "never reached
+            # the provider"), and the id may be tracked again once it is right.
+            now = timezone.now()
+            self._transition(
+                Q(status__in=RUNNING),
+                status=Status.FAILED,
+                error=f"{exc.message} The provider does not know this prediction "
+                f"({self.provider_id}): check its id, and that it was made with this provider "
+                "and the key Darkroom uses.",
+                provider_id="",
+                next_poll_at=None,
+                completed_at=now,
+            )
+            return
         if exc.status == 404:
             self._finish(
                 Status.FAILED,
@@ -610,23 +920,26 @@ print(prediction["status"], prediction["output"] or prediction["error"])
                 return None
             # The create went through whatever the provider calls its first state: track it.
             status = Status.STARTING
-        metrics = payload.get("metrics") if isinstance(payload.get("metrics"), dict) else {}
-        # JSON columns hold no NaN or Infinity, which Python's parser lets through.
-        metrics = {name: value for name, value in metrics.items() if json_can_hold(value)}
+        metrics = well_typed_metrics(payload.get("metrics"))
         now = timezone.now()
         created_at = timestamp(payload.get("created_at"))
         accepted_at = self.accepted_at or self.submitted_at
+        adopted = self.adopted_fields(payload, created_at) if self.tracked_unanswered else {}
         if answers_create:
             # Not before the submit nor after the answer, whatever the provider's clock says.
             told = created_at if created_at and timezone.is_aware(created_at) else now
             accepted_at = min(max(told, self.submitted_at), now)
+        elif adopted:
+            accepted_at = adopted["accepted_at"]
         fields = {
             "provider_id": str(payload["id"]),
             "status": status,
-            "version": str(payload.get("version") or "")[:200],
-            "logs": str(payload.get("logs") or ""),
-            "output": payload.get("output"),
-            "error": describe_error(payload.get("error")),
+            # Whatever the provider wrote, stored as text and JSON columns hold it: one field
+            # no database takes would stop the prediction from advancing until its deadline.
+            "version": storable_text(str(payload.get("version") or ""))[:200],
+            "logs": storable_text(str(payload.get("logs") or "")),
+            "output": storable_json(payload.get("output")),
+            "error": storable_text(describe_error(payload.get("error"))),
             "metrics": metrics,
             "predict_time": number_or_none(metrics.get("predict_time")),
             "image_count": number_or_none(metrics.get("image_count"), int),
@@ -634,7 +947,7 @@ print(prediction["status"], prediction["output"] or prediction["error"])
             "started_at": timestamp(payload.get("started_at")),
             "completed_at": timestamp(payload.get("completed_at")),
             "data_removed": bool(payload.get("data_removed")),
-            "urls": payload.get("urls") if isinstance(payload.get("urls"), dict) else {},
+            "urls": storable_json(urls) if isinstance(urls := payload.get("urls"), dict) else {},
             "sending_since": None,
             "polls": F("polls") + (0 if answers_create else 1),
             "last_polled_at": now,
@@ -649,11 +962,11 @@ print(prediction["status"], prediction["output"] or prediction["error"])
             fields["poll_likelihood"] = plan.likelihood
         if answers_create:
             fields["accepted_at"] = accepted_at
-        return fields
+        return fields | adopted
 
     def store_remote(self, fields: dict[str, Any]) -> bool:
         """Store what `remote_fields()` read, unless it would move the prediction backwards."""
-        if "accepted_at" in fields:
+        if "accepted_at" in fields and not self.tracked:
             # The paid create's own answer is always kept, even if this worker's lease ran out
             # meanwhile and another one gave the prediction up as "submit outcome unknown".
             condition = Q(status__in=[Status.SUBMITTING, Status.SUBMIT_UNKNOWN])
@@ -819,6 +1132,8 @@ print(prediction["status"], prediction["output"] or prediction["error"])
     def _transition(self, condition: Q, bound_to_claim: bool = True, **fields: Any) -> bool:
         """`_update`, then tell the apps built on predictions (`signals.changed`) in the same
         transaction, so what they record (outputs, costs) is stored with it or not at all."""
+        # What they read of this copy is what the row holds.
+        fields = storable_fields(fields)
         with transaction.atomic():
             if not self._update(condition, bound_to_claim=bound_to_claim, **fields):
                 return False
@@ -834,6 +1149,8 @@ print(prediction["status"], prediction["output"] or prediction["error"])
         is still the latest (a newer claim's result must not be overwritten); True if it did."""
         if bound_to_claim and self.claim is not None:
             condition &= Q(claims=self.claim)
+        # An error's text may quote the provider, NULs and all.
+        fields = storable_fields(fields)
         fields.setdefault("updated_at", timezone.now())
         listed = any(
             name in LISTED_FIELDS
@@ -846,6 +1163,35 @@ print(prediction["status"], prediction["output"] or prediction["error"])
         if listed:
             team_changed(self.team_id)
         return True
+
+
+def answer_key(pk: int) -> str:
+    return f"create-answer:{pk}"
+
+
+def keep_answer(pk: int, payload: dict[str, Any]) -> None:
+    """Keep the answer to prediction `pk`'s create that the database would not take, for the
+    next worker that takes the prediction (see Prediction.send()), and say so in the log."""
+    log.error(
+        "prediction %s: the provider created it as %s, but the database would not store that; "
+        "the answer is kept in the cache for the next worker",
+        pk,
+        payload.get("id"),
+    )
+    try:
+        cache.set(answer_key(pk), payload, KEPT_ANSWER_TTL)
+    except Exception:  # noqa: BLE001 - the log line above is all that is left
+        log.exception("prediction %s: the cache would not keep the answer either", pk)
+
+
+def kept_answer(pk: int) -> dict[str, Any] | None:
+    """The answer to prediction `pk`'s create that a worker kept; None if there is none (or
+    the cache cannot say)."""
+    try:
+        return cache.get(answer_key(pk))
+    except Exception:  # noqa: BLE001 - then the outcome is unknown, and looked for
+        log.warning("prediction %s: the cache could not be asked for a kept answer", pk)
+        return None
 
 
 # What the team's lists show of a prediction: a change to one of these moves the team's change
@@ -893,6 +1239,12 @@ STORED_POLL_COLUMNS = {
 }
 
 
+# What a text or JSON column cannot hold (see storable_text).
+UNSTORABLE_RE = re.compile("[\x00\ud800-\udfff]")
+# How deeply a provider's JSON (an output, its URLs, a tracked prediction's input) is kept.
+STORED_JSON_DEPTH = 32
+
+
 def json_value(value: Any) -> str | None:
     """A JSON column's value for raw SQL: None stays SQL NULL, as the ORM stores it."""
     return None if value is None else json.dumps(value)
@@ -910,15 +1262,60 @@ def describe_error(error: Any) -> str:
     return str(error)
 
 
-def json_can_hold(value: Any) -> bool:
-    """False for a float JSON cannot hold (NaN, Infinity), anywhere in `value`."""
-    if isinstance(value, float):
-        return math.isfinite(value)
+def storable_text(text: str) -> str:
+    """`text` as a text or JSON column holds it: PostgreSQL stores no NUL, and no database a
+    lone surrogate (half of a UTF-16 pair, which JSON's \\ud800 escapes bring). Each becomes
+    U+FFFD, the replacement character."""
+    if text.isascii():  # known without reading it: no surrogate, only a NUL to look for
+        return text.replace("\x00", "\ufffd")
+    return UNSTORABLE_RE.sub("\ufffd", text)
+
+
+def storable_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Model fields to write, their text as a column holds it (see `storable_text`)."""
+    return {
+        name: storable_text(value) if isinstance(value, str) else value
+        for name, value in fields.items()
+    }
+
+
+def storable_json(value: Any, depth: int = 0) -> Any:
+    """Decoded JSON from a provider as a JSON column holds it and a page shows it: its text
+    (keys too) storable, NaN and Infinity as null, and what nests deeper than
+    STORED_JSON_DEPTH levels cut off as null (a page's snippets recurse through it)."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict | list) and depth >= STORED_JSON_DEPTH:
+        return None
     if isinstance(value, dict):
-        return all(map(json_can_hold, value.values()))
+        return {
+            storable_text(str(key)): storable_json(item, depth + 1) for key, item in value.items()
+        }
     if isinstance(value, list):
-        return all(map(json_can_hold, value))
-    return True
+        return [storable_json(item, depth + 1) for item in value]
+    return value
+
+
+def well_typed_metrics(metrics: Any) -> dict[str, int | float]:
+    """The provider's metrics that are what Replicate's are, finite numbers (a count, such as
+    `image_count`, a whole one), under names a JSON column holds. Anything else (text, a list,
+    NaN) is left out rather than stored as it came: the API and the costs read these."""
+    if not isinstance(metrics, dict):
+        return {}
+    typed = {}
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            continue
+        if str(name).endswith("_count"):
+            if value != int(value):
+                continue
+            value = int(value)
+        typed[storable_text(str(name))] = value
+    return typed
 
 
 def number_or_none(value: Any, kind: type = float) -> Any:

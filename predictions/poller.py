@@ -17,11 +17,11 @@ import heapq
 import itertools
 import logging
 import os
+import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import groupby
 
 from django.conf import settings
@@ -29,6 +29,7 @@ from django.db import close_old_connections, connection, connections
 from django.utils import timezone
 
 from accounts.models import Team
+from operations import tallies
 
 from .budget import RequestBudget
 from .client import Provider, ProviderClient, ProviderError, ProviderNotConfigured, shared_client
@@ -42,19 +43,24 @@ PROVIDER_TTL = 10.0
 CLAIM_INTERVAL = 0.25
 # While requests are out, the loop collects answers and sends more this often.
 WRITE_INTERVAL = 0.01
-# With a plentiful budget, requests queue for the pool up to this many per thread.
-QUEUE_DEPTH = 4
+# With a plentiful budget, requests queue for the pool up to this many per thread: enough for a
+# round of the loop (a claim and a batch written) at a thousand polls a second. A short budget's
+# bucket never grants that many at once.
+QUEUE_DEPTH = 16
 # While the budget is short, the due requests are put in order of likelihood this often.
 RESORT_INTERVAL = 0.1
+# On stop, how long the answers of requests still out are waited for, to be written.
+SHUTDOWN_GRACE = 3.0
+# What a pool thread hands back for a request it did not send because the poller is stopping.
+SKIPPED = ("skipped", None)
 
 
 class Job:
     __slots__ = ("prediction", "due", "lease_until", "kind")
 
-    def __init__(self, prediction: Prediction) -> None:
+    def __init__(self, prediction: Prediction, now: datetime, monotonic: float) -> None:
         self.prediction = prediction
-        now = timezone.now()
-        self.due = time.monotonic() + max((prediction.due_at - now).total_seconds(), 0.0)
+        self.due = monotonic + max((prediction.due_at - now).total_seconds(), 0.0)
         self.lease_until = prediction.next_poll_at
         self.kind = "create" if prediction.status == Status.SUBMITTING else "query"
 
@@ -83,7 +89,12 @@ class Job:
 class Poller:
     def __init__(self, client: ProviderClient | None = None) -> None:
         self.client = client or shared_client()
-        self.threads = ThreadPoolExecutor(settings.POLL_THREADS, thread_name_prefix="poll")
+        # The pool: threads taking requests from one queue (None tells one to stop).
+        self.queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.threads = [
+            threading.Thread(target=self.serve, name=f"poll-{n}", daemon=True)
+            for n in range(settings.POLL_THREADS)
+        ]
         self.waiting: list[tuple[float, float, int, Job]] = []  # (due, -likelihood, n, job)
         self.held: dict[int, Job] = {}
         self.results: deque = deque()
@@ -101,7 +112,8 @@ class Poller:
     # --- Running ---------------------------------------------------------------------------
 
     def start(self) -> "Poller":
-        self.thread.start()
+        for thread in (self.thread, *self.threads):
+            thread.start()
         return self
 
     def wake(self) -> None:
@@ -113,17 +125,23 @@ class Poller:
         self.stopping.set()
         self.wakeup.set()
         self.thread.join(timeout)
-        # Requests still queued are skipped (send() sees `stopping`); then each thread closes
-        # its database connection, without waiting for a call that has stalled.
-        for _ in range(settings.POLL_THREADS):
-            self.threads.submit(connections.close_all)
-        self.threads.shutdown(wait=False)
+        # Each thread closes its database connection and ends, without waiting for a call that
+        # has stalled.
+        for _ in self.threads:
+            self.queue.put(None)
+
+    def serve(self) -> None:
+        """A pool thread: send what the conductor hands over, until told to stop."""
+        while (job := self.queue.get()) is not None:
+            self.send(job)
+        connections.close_all()
 
     def run(self) -> None:
         next_claim = next_renewal = 0.0
         while not self.stopping.is_set():
             try:
                 self.wakeup.clear()
+                relax_commits()
                 now = time.monotonic()
                 if self.claim_asked or now >= next_claim:
                     self.claim_asked = False
@@ -132,13 +150,14 @@ class Poller:
                 self.write_results()
                 if now >= next_renewal:
                     self.renew_leases()
+                    tallies.beat()
                     next_renewal = now + settings.POLL_LEASE / 3
                 self.wakeup.wait(self.sleep_time(next_claim))
             except Exception:
                 log.exception("the poller failed a round; it goes on after a pause")
                 close_old_connections()
                 self.stopping.wait(1.0)
-        self.release_waiting()
+        self.hand_back()
         connection.close()
 
     def sleep_time(self, next_claim: float) -> float:
@@ -162,8 +181,9 @@ class Poller:
             return False  # wait for a batch's worth of room: a claim is one statement
         limit = min(room, settings.POLL_BATCH)
         claimed = Prediction.claim_batch(limit, lookahead=settings.POLL_LOOKAHEAD)
+        now, monotonic = timezone.now(), time.monotonic()
         for prediction in claimed:
-            job = Job(prediction)
+            job = Job(prediction, now, monotonic)
             self.held[prediction.pk] = job
             self.push(job, job.due)
         return len(claimed) == limit
@@ -184,7 +204,8 @@ class Poller:
         # Requests queue for the pool only while the budget is plentiful: when it is short,
         # a request waiting in a queue would leave later than its token, bunched with others.
         depth = 1 if self.budget_short_until > now else QUEUE_DEPTH
-        room = settings.POLL_THREADS * depth - self.outstanding
+        # Answers waiting to be written have left the pool: their threads are free already.
+        room = settings.POLL_THREADS * depth - (self.outstanding - len(self.results))
         if room <= 0 or not self.ready or now < self.budget_wait_until:
             return
         if len(self.ready) > room and self.budget_short_until > now >= self.next_sort:
@@ -200,7 +221,7 @@ class Poller:
             granted, wait = RequestBudget.of(provider, kind).take(len(jobs))
             for job in jobs[:granted]:
                 self.outstanding += 1
-                self.threads.submit(self.send, job)
+                self.queue.put(job)
             if granted < len(jobs):
                 refused.extend(jobs[granted:])
                 self.budget_short_until = now + 1.0
@@ -212,7 +233,8 @@ class Poller:
         prediction = job.prediction
         try:
             if self.stopping.is_set():
-                return  # its lease runs out, or release_waiting() gave it back
+                self.results.append((job, SKIPPED))  # hand_back() gives it back
+                return
             if not job.is_plain_poll:
                 prediction.advance(self.client)
                 self.results.append((job, None))
@@ -273,21 +295,49 @@ class Poller:
             self.held.pop(job.prediction.pk, None)
             if outcome is None:
                 continue
+            if outcome is SKIPPED:
+                self.ready.append(job)
+                continue
             kind, value = outcome
             (running if kind == "running" else errors).append((job.prediction, value))
         Prediction.store_polls(running)
         Prediction.store_poll_errors(errors)
 
     def renew_leases(self) -> None:
-        """Keep what this process holds: waiting jobs and requests still on their way."""
-        if not self.held:
+        """Keep what this process holds, waiting jobs and requests still on their way, where
+        the lease would run out before the next renewal but one (most polls are written back
+        long before)."""
+        now = timezone.now()
+        soon = now + timedelta(seconds=settings.POLL_LEASE * 2 / 3)
+        held = [(job.prediction, job.lease_until) for job in self.held.values()]
+        held = [(prediction, lease) for prediction, lease in held if lease < soon]
+        if not held:
             return
-        lease_until = timezone.now() + timedelta(seconds=settings.POLL_LEASE)
-        renewed = Prediction.renew_leases(
-            [(job.prediction, job.lease_until) for job in self.held.values()], lease_until
-        )
+        lease_until = now + timedelta(seconds=settings.POLL_LEASE)
+        renewed = Prediction.renew_leases(held, lease_until)
         for pk in renewed:
             self.held[pk].lease_until = lease_until
+
+    def hand_back(self) -> None:
+        """On stop: write the answers of the requests still out (waiting SHUTDOWN_GRACE at
+        most for them), and give back what was claimed but not sent, so another poller takes
+        it at once. A call still out after the grace keeps its lease, which runs out."""
+        while True:
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                self.outstanding -= 1
+                self.ready.append(job)
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while self.outstanding > len(self.results) and time.monotonic() < deadline:
+            time.sleep(WRITE_INTERVAL)
+        try:
+            self.write_results()
+        except Exception:
+            log.warning("could not write %s answers on stop; they are asked again", len(self.held))
+        self.release_waiting()
 
     def release_waiting(self) -> None:
         """Hand back what was claimed but not sent, so another poller takes it at once."""
@@ -298,6 +348,24 @@ class Poller:
             Prediction.release([(job.prediction, job.lease_until) for job in jobs])
         except Exception:
             log.warning("could not release %s leases; they run out by themselves", len(jobs))
+
+
+def relax_commits() -> None:
+    """Let the conductor's own commits return before PostgreSQL has flushed them to disk.
+
+    All it writes are claims, leases and answers of predictions still running: a crash of the
+    database server that lost its last fraction of a second of these would only have the
+    predictions claimed and polled again. Creates, cancels and ends are written on the pool's
+    connections, which keep every commit durable.
+    """
+    if connection.vendor != "postgresql":
+        return
+    connection.ensure_connection()
+    if getattr(connection.connection, "darkroom_relaxed", False):
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO off")
+    connection.connection.darkroom_relaxed = True
 
 
 _poller: tuple[int, Poller] | None = None

@@ -49,5 +49,6 @@ def wake_dispatcher() -> None:
     """Ask for a dispatch now; if the broker is down the poller finds the work by itself."""
     try:
         dispatch_due.delay()
-    except Exception:
-        log.warning("could not reach the broker; the poller will find the work", exc_info=True)
+    except Exception as exc:
+        # Expected while the broker is down: one line, not a traceback.
+        log.warning("could not reach the broker (%r); the poller will find the work", exc)

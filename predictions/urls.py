@@ -14,4 +14,5 @@ urlpatterns = [
     path("predictions/<int:pk>/again", views.rerun, name="rerun"),
     path("predictions/<int:pk>/delete", views.delete, name="delete"),
     path("compare/", views.compare, name="compare"),
+    path("predictions/track", views.track, name="track"),
 ]

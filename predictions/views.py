@@ -1,8 +1,8 @@
 import uuid
 
-from django.conf import settings
 from django.contrib import messages
-from django.db import IntegrityError, transaction
+from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models.functions import Length
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
@@ -11,18 +11,24 @@ from django.views.decorators.http import condition, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import reswap, retarget
 
-from accounts import ratelimit
 from accounts.models import Role
 from accounts.teams import for_team, team_object_or_404, team_required
 
 from .catalog import CATALOG
 from .client import ProviderNotConfigured
 from .filters import HistoryFilterForm
-from .forms import CompareForm, LogCursorForm, NewImagesQuery, PredictionForm, RerunForm
+from .forms import (
+    CompareForm,
+    LogCursorForm,
+    NewImagesQuery,
+    PredictionForm,
+    RerunForm,
+    TrackForm,
+)
 from .logs import TAIL, read_log
 from .models import RUNNING, Prediction
-from .signals import submitting
 from .studio import StudioResults
+from .submissions import Refused, save_predictions, submitted_with
 from .tasks import wake_dispatcher
 
 
@@ -52,7 +58,7 @@ def submit(request):
         return new_images_page(request, form, status=400 if request.htmx else 200)
     key = form.cleaned_data["request_key"]
     variations = form.prediction_fields()
-    if sent := submitted_with(request, key):
+    if sent := submitted_with(team, key):
         if [(p.provider, p.model, p.input) for p in sent] == [
             (v["provider"], v["model"], v["input"]) for v in variations
         ]:
@@ -67,7 +73,7 @@ def submit(request):
         )
         return new_images_page(request, form, status=409)
     try:
-        predictions = save_predictions(request, key, variations)
+        predictions = save_predictions(team, request.user, key, variations)
     except Refused as refused:
         form.add_error(None, refused.why)
         return new_images_page(request, form, status=refused.status)
@@ -75,87 +81,6 @@ def submit(request):
         form.add_error(None, "This form was already used. Reload the page and submit again.")
         return new_images_page(request, form, status=409)
     return submitted(request, predictions)
-
-
-def submitted_with(request, key) -> list[Prediction]:
-    """The predictions one form (or one run-again button) created, by its request key."""
-    return list(for_team(request, Prediction.objects.filter(request_key=key)).order_by("variation"))
-
-
-class Refused(Exception):
-    """New predictions refused before anything was saved or sent: `why`, and the status to
-    answer with."""
-
-    def __init__(self, why: str, status: int) -> None:
-        super().__init__(why)
-        self.why = why
-        self.status = status
-
-
-def submitting_refusal(request, variations: list[dict]) -> str | None:
-    """Why an app built on predictions (a budget, in costs) refuses these new predictions, if
-    one does: asked in the transaction that would save them, before the rate limits count
-    them."""
-    answers = submitting.send(
-        Prediction, team=request.membership.team, member=request.user, variations=variations
-    )
-    return next((refusal for _receiver, refusal in answers if refusal), None)
-
-
-def submit_refusal(request, count: int) -> str | None:
-    """Count `count` new predictions against the submit limits; why they may not be, if so."""
-    for scope, subject, limit, whose in (
-        ("submit-member", request.user.pk, settings.SUBMIT_RATE_LIMIT_MEMBER, "per member"),
-        (
-            "submit-team",
-            request.membership.team_id,
-            settings.SUBMIT_RATE_LIMIT_TEAM,
-            "for the team",
-        ),
-    ):
-        decision = ratelimit.hit(scope, str(subject), limit, cost=count)
-        if not decision.allowed:
-            return (
-                f"Too many submissions: at most {limit[0]} predictions every {limit[1]} "
-                f"seconds {whose}. Try again in {decision.retry_after:.0f} s."
-            )
-    return None
-
-
-def save_predictions(request, key, variations: list[dict]) -> list[Prediction]:
-    """Save one prediction per variation, all or none, and wake the dispatcher for them;
-    Refused if an app built on predictions (a budget) or the submit limits refuse them.
-
-    The apps are asked in the transaction that saves the predictions, so what they check and
-    what is saved are one step: a budget locks the team there, and two Generates at once cannot
-    both pass a budget that fits only one. If a concurrent request with the same key won the
-    race, its predictions are returned.
-    """
-    try:
-        with transaction.atomic():
-            if refusal := submitting_refusal(request, variations):
-                # 402 Payment Required: what stands in the way is money (a budget).
-                raise Refused(refusal, 402)
-            if refusal := submit_refusal(request, len(variations)):
-                raise Refused(refusal, 429)
-            predictions = [
-                Prediction.objects.create(
-                    request_key=key,
-                    team=request.membership.team,
-                    submitted_by=request.user,
-                    **fields,
-                )
-                for fields in variations
-            ]
-    except (IntegrityError, Refused):
-        # A twin request that saved the same key first: its predictions were sent, and now
-        # count against the budget. Only it explains an IntegrityError; anything else is a bug.
-        twins = submitted_with(request, key)
-        if not twins:
-            raise
-        return twins
-    transaction.on_commit(wake_dispatcher)
-    return predictions
 
 
 def submitted(request, predictions: list[Prediction]):
@@ -353,15 +278,16 @@ def rerun(request, pk: int):
     original = team_object_or_404(request, Prediction, pk=pk)
     form = RerunForm(request.POST)
     key = (form.is_valid() and form.cleaned_data["request_key"]) or uuid.uuid4()
-    if sent := submitted_with(request, key):
+    team = request.membership.team
+    if sent := submitted_with(team, key):
         return submitted(request, sent)
     try:
-        request.membership.team.provider(original.provider)
+        team.provider(original.provider)
     except ProviderNotConfigured as exc:
         return rerun_refused(request, original, str(exc))
     fields = {"provider": original.provider, "model": original.model, "input": original.input}
     try:
-        predictions = save_predictions(request, key, [fields])
+        predictions = save_predictions(team, request.user, key, [fields])
     except Refused as refused:
         return rerun_refused(request, original, refused.why)
     return submitted(request, predictions or [original])
@@ -402,3 +328,21 @@ def compare(request):
     if comparison is None:
         raise Http404("A prediction to compare does not exist, or belongs to another team.")
     return render(request, "predictions/compare.html", {"form": form, "comparison": comparison})
+
+
+@team_required(Role.MEMBER)
+def track(request):
+    """Track a prediction made elsewhere by its provider id: the form, and on a POST the
+    prediction's page (the team's own if it already has that id)."""
+    team = request.membership.team
+    form = TrackForm(request.POST if request.method == "POST" else None, team=team)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            prediction = Prediction.track(team, request.user, data["provider"], data["remote_id"])
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            return redirect(prediction)
+    status = 400 if form.errors else 200
+    return render(request, "predictions/track.html", {"form": form}, status=status)

@@ -90,8 +90,9 @@ def seeded_prices_after_every_flush() -> Iterator[None]:
 
 @pytest.fixture
 def simulator(settings) -> Iterator[Simulator]:
-    """A fast simulator (jobs of about a second) that Darkroom's demo provider points at."""
-    sim = Simulator(speed=40.0, seed=1234, faults=Faults()).start()
+    """A fast simulator (jobs of about a second) that Darkroom's demo provider points at, its
+    control endpoints (faults, stats) open to the test."""
+    sim = Simulator(speed=40.0, seed=1234, faults=Faults(), control=True).start()
     configure_provider(settings, "simulator", base_url=sim.base_url)
     # As SIMULATOR_URL would: the pages may show images from the simulator's origin.
     csp = django_settings.SECURE_CSP
@@ -342,3 +343,14 @@ def save_copy(output: Output, image: bytes | None = None) -> Output:
     fields = copy_of(image or small_png((40, 30), output.pk))
     Output.changed(Output.objects.filter(pk=output.pk), **fields)
     return Output.objects.get(pk=output.pk)
+
+
+# What makes a test slow: real Celery workers, a live server or a browser.
+SLOW_FIXTURES = {"worker", "worker_process", "scheduler", "live_server", "browser"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the slow tests, so `make test-fast` (`-m "not slow and not drill"`) runs the rest."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -9,10 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from django.core import signing
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from accounts.models import Invite, Membership, ProviderCredential, Role
+from api.models import ApiToken
+from api.shapes import FILE_SALT
 from outputs.models import Board, ShareLink
 
 from .conftest import make_output, make_prediction, make_team, make_user
@@ -132,6 +135,16 @@ def price_data(world: World) -> dict:
         "currency": "USD",
         "effective_from": "2026-01-01T00:00",
     }
+
+
+def member_token(world: World) -> list:
+    """A member's API token (its page and revoke action)."""
+    return [ApiToken.create(world.team, world.people["member"], "script")[0].pk]
+
+
+def api_file(world: World) -> list:
+    """The signed link part of an archived output, as an API answer gives it."""
+    return [signing.TimestampSigner(salt=FILE_SALT).sign(str(world.output()))]
 
 
 MATRIX: dict[str, Row] = {
@@ -267,6 +280,31 @@ MATRIX: dict[str, Row] = {
     "timings:index": Row(signed_in(200)),
     # Providers call it, unsigned-in: the signature is the access check, the same for everyone.
     "webhooks:prediction": Row(every(400), method="post", args=lambda world: [world.prediction()]),
+    # The API page and tokens: each member manages their own; owners revoke any of the team's.
+    "api:index": Row(signed_in(200)),
+    "api:create_token": Row(signed_in(302), method="post", data=lambda w: {"name": "script"}),
+    "api:token_created": Row(
+        signed_in(200, viewer=404, owner=404, outsider=404), args=member_token
+    ),
+    "api:revoke_token": Row(
+        signed_in(302, viewer=404, outsider=404), method="post", args=member_token
+    ),
+    # The API itself takes a token, never a session: every visitor here is unauthenticated.
+    "api:predictions": Row(every(401)),
+    "api:track": Row(every(401), method="post"),
+    "api:prediction": Row(every(401), args=lambda w: [w.prediction()]),
+    "api:cancel": Row(every(401), method="post", args=lambda w: [w.prediction()]),
+    "api:model": Row(every(401), args=lambda w: ["black-forest-labs", "flux-schnell"]),
+    "api:model_predictions": Row(
+        every(401), method="post", args=lambda w: ["black-forest-labs", "flux-schnell"]
+    ),
+    "api:versions": Row(every(401), args=lambda w: ["black-forest-labs", "flux-schnell"]),
+    "api:version": Row(every(401), args=lambda w: ["black-forest-labs", "flux-schnell", "v1"]),
+    "api:webhook_secret": Row(every(401)),
+    # Public: the signed link is the credential; the document describes the API to anyone.
+    "api:file": Row(every(200), args=api_file),
+    "api:openapi": Row(every(200)),
+    "api:not_found": Row(every(404), args=lambda w: ["nothing/here"]),
 }
 
 
@@ -316,3 +354,21 @@ def test_each_visitor_gets_what_their_role_allows(name, visitor, htmx):
     assert response.status_code == expected, response.content.decode()[:500]
     if visitor == "anonymous" and expected == LOGIN:
         assert response["Location"].startswith(reverse("accounts:login"))
+
+
+# Tracking a prediction made elsewhere: the form is for those who may submit. (Cases are added
+# to CASES, which pytest reads when it collects the tests above, after this module has run.)
+MATRIX["predictions:track"] = Row(signed_in(200, viewer=403))
+CASES.extend(("predictions:track", visitor, False) for visitor in VISITORS)
+
+# Operations: the provider health page is for owners (another team's owner gets their own
+# team's); /healthz answers anyone alike (503 here, where no worker runs); /metrics is off while
+# METRICS_TOKEN is unset (tests/test_operations.py covers it with a token).
+MATRIX["operations:provider_health"] = Row(signed_in(403, owner=200, outsider=200))
+MATRIX["operations:healthz"] = Row(every(503))
+MATRIX["operations:metrics"] = Row(every(404))
+CASES.extend(
+    (name, visitor, False)
+    for name in ("operations:provider_health", "operations:healthz", "operations:metrics")
+    for visitor in VISITORS
+)

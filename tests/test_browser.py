@@ -621,6 +621,9 @@ PAGES = {
     "shared": None,  # the board's share page
     "team": "/team/",
     "provider-keys": "/team/credentials/",
+    "api": "/team/api/",
+    "provider-health": "/team/providers/health/",
+    "track": "/predictions/track",
 }
 
 

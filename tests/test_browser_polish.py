@@ -2,6 +2,7 @@
 history as cards, the menu, the demo notice put away, questions before destructive actions, copy
 buttons, and the tab's badge. Screenshots of the changed pages land in test-artifacts/."""
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -265,21 +266,24 @@ def test_a_button_of_its_own_asks_its_own_question_on_a_page_without_the_toolbar
     assert page.console.problems == []
 
 
-def test_an_invite_link_is_copied_to_the_clipboard(live_server, page, team):
+def test_a_new_invite_link_is_shown_once_and_copied_to_the_clipboard(live_server, page, team):
     owner = make_user("otto", team, Role.OWNER)
-    invite = Invite.objects.create(team=team, role=Role.MEMBER, created_by=owner)
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     sign_in(page, live_server.url, owner.username)
     page.goto(f"{live_server.url}/team/")
+    page.get_by_role("button", name="Create invite link").click()
 
     page.get_by_role("button", name="Copy link").click()
 
     expect(page.get_by_role("status").filter(has_text="Copied")).to_have_text(
         "Copied to the clipboard."
     )
-    assert page.evaluate("navigator.clipboard.readText()") == (
-        live_server.url + invite.get_absolute_url()
-    )
+    link = page.evaluate("navigator.clipboard.readText()")
+    assert link == page.get_by_label("Invite link").input_value()
+    token = link.rstrip("/").rsplit("/", 1)[1]
+    assert Invite.objects.get(team=team).token_hash == hashlib.sha256(token.encode()).hexdigest()
+    page.reload()
+    expect(page.get_by_label("Invite link")).to_have_count(0)
     assert page.console.problems == []
 
 

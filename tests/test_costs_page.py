@@ -573,7 +573,13 @@ def test_a_viewer_or_member_cannot_set_a_budget(team, member):
 # --- The banner -------------------------------------------------------------------------------
 
 
-def test_the_banner_warns_at_80_percent_on_full_pages_only_in_one_query(client, team, member):
+def banner_queries(queries: CaptureQueriesContext) -> list[str]:
+    """The queries of a page that read budgets or the roll-ups they count."""
+    tables = ('"costs_budget"', '"costs_dailycost"')
+    return [q["sql"] for q in queries.captured_queries if any(t in q["sql"] for t in tables)]
+
+
+def test_the_banner_warns_at_80_percent_on_full_pages_only(client, team, member):
     Budget.objects.create(team=team, amount=Decimal("0.01"))
     ended(member, images=2)  # $0.006 of $0.01
     quiet = text_of(client.get("/"))
@@ -581,14 +587,26 @@ def test_the_banner_warns_at_80_percent_on_full_pages_only_in_one_query(client, 
 
     with CaptureQueriesContext(connection) as queries:
         warned = client.get("/")
-    budget_queries = [q["sql"] for q in queries.captured_queries if '"costs_budget"' in q["sql"]]
+    # The team's budgets, then the month's roll-ups they count (read before the next request
+    # clears the log).
+    read = banner_queries(queries)
     fragment = client.get("/?through=1-1", headers=HTMX).content.decode()
 
     assert "of the team's monthly budget" not in quiet
     text = text_of(warned)
     assert "90% of the team's monthly budget of $0.01 is used: $0.009 spent in" in text
-    assert len(budget_queries) == 1
+    assert len(read) == 2
     assert "monthly budget" not in fragment and "<main>" not in fragment
+
+
+def test_a_team_without_a_budget_asks_only_whether_it_has_one(client, member):
+    ended(member, images=2)
+
+    with CaptureQueriesContext(connection) as queries:
+        client.get("/")
+
+    (query,) = banner_queries(queries)
+    assert '"costs_budget"' in query and '"costs_dailycost"' not in query
 
 
 def test_a_member_is_warned_about_their_own_limit(team, member):
@@ -599,6 +617,20 @@ def test_a_member_is_warned_about_their_own_limit(team, member):
 
     assert "90% of your own monthly limit of $0.01" in text_of(signed_in(member).get("/"))
     assert "monthly limit" not in text_of(signed_in(leo).get("/"))
+
+
+def test_the_teams_budget_counts_every_members_spend_and_a_removed_ones(team, member):
+    leo = make_user("leo", team)
+    gone = make_user("gus", team)
+    Budget.objects.create(team=team, amount=Decimal("0.01"))
+    Budget.objects.create(team=team, member=leo, amount=Decimal("1.00"))
+    ended(leo, images=1)  # $0.003
+    ended(gone, images=2)  # $0.006, kept once gus is deleted
+    gone.delete()
+
+    assert "90% of the team's monthly budget of $0.01" in text_of(signed_in(member).get("/"))
+    # Leo's own limit is far; the team's budget is the nearer.
+    assert "90% of the team's monthly budget" in text_of(signed_in(leo).get("/"))
 
 
 # --- The estimate on the New images form -------------------------------------------------------

@@ -1,20 +1,30 @@
 """The poller: when it polls (predictions.schedule), how it claims and writes in batches, and how
 it recovers from a killed worker."""
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from predictions.client import ProviderClient
 from predictions.models import Prediction
+from predictions.poller import Job, Poller, relax_commits
 from predictions.schedule import QUEUE_MASS, plan
 from timings import histograms
 from timings.histograms import Distribution
 from timings.learned import Timing, distribution
 
-from .conftest import configure_provider, make_prediction, wait_for, wait_until_finished
+from .conftest import (
+    configure_provider,
+    make_prediction,
+    make_team,
+    wait_for,
+    wait_until_finished,
+)
 
 
 def learned(median_queue: float, median_run: float, sigma: float = 0.2) -> Timing:
@@ -215,6 +225,44 @@ def test_a_renewal_keeps_held_leases_but_never_overwrites_a_written_row():
     assert written.next_poll_at == planned
 
 
+@pytest.mark.django_db
+def test_the_poller_renews_only_the_leases_that_would_run_out_before_its_next_round(settings):
+    settings.POLL_LEASE = 9.0
+    for n in range(2):
+        make_prediction(f"held {n}", status="processing", provider_id=f"h{n}")
+    poller = Poller(client=ProviderClient())
+    for prediction in Prediction.claim_batch(limit=10):
+        poller.held[prediction.pk] = Job(prediction, timezone.now(), time.monotonic())
+    fresh, ageing = poller.held.values()
+    ageing.lease_until = timezone.now() + timedelta(seconds=2)
+    Prediction.objects.filter(pk=ageing.prediction.pk).update(next_poll_at=ageing.lease_until)
+    fresh_lease = fresh.lease_until
+
+    poller.renew_leases()
+
+    assert fresh.lease_until == fresh_lease
+    assert ageing.lease_until > timezone.now() + timedelta(seconds=8)
+    ageing.prediction.refresh_from_db()
+    assert ageing.prediction.next_poll_at == ageing.lease_until
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+@pytest.mark.django_db(transaction=True)
+def test_only_the_conductors_own_commits_skip_waiting_for_the_disk():
+    def commit_mode(relaxed: bool) -> str:
+        if relaxed:
+            relax_commits()
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    with ThreadPoolExecutor(1) as conductor, ThreadPoolExecutor(1) as pool:
+        assert conductor.submit(commit_mode, True).result() == "off"
+        assert pool.submit(commit_mode, False).result() == "on"
+        conductor.submit(connections.close_all).result()
+        pool.submit(connections.close_all).result()
+
+
 # --- End to end ------------------------------------------------------------------------------
 
 
@@ -246,6 +294,43 @@ def test_a_stalled_provider_call_does_not_hold_up_the_others(settings, simulator
     assert {p.status for p in others} == {"succeeded"}
     stalled.refresh_from_db()
     assert stalled.status == "processing"
+
+
+def test_a_stopping_poller_writes_the_answers_still_out_and_hands_back_the_rest(
+    settings, simulator, transactional_db
+):
+    settings.POLL_THREADS = 1
+    team = make_team()
+    client = ProviderClient()
+    rows = []
+    for n in range(3):
+        created = client.create(team.provider("simulator"), "darkroom/slow", {"prompt": f"{n}"})
+        rows.append(
+            make_prediction(
+                f"{n}",
+                team=team,
+                model="darkroom/slow",
+                status="starting",
+                provider_id=created["id"],
+                accepted_at=timezone.now(),
+                next_poll_at=timezone.now(),
+            )
+        )
+    simulator.faults.slow_rate = 1.0
+    simulator.faults.slow_seconds = 1.0
+    simulator.faults.endpoints = ["get"]
+    poller = Poller(client).start()
+    wait_for(lambda: simulator.stats()["requests_by_endpoint"].get("get", 0) >= 1)
+
+    poller.stop()
+
+    for row in rows:
+        row.refresh_from_db()
+    answered = [row for row in rows if row.polls == 1]
+    handed_back = [row for row in rows if row.polls == 0]
+    assert len(answered) == 1
+    assert len(handed_back) == 2
+    assert all(row.next_poll_at <= timezone.now() for row in handed_back)
 
 
 def test_every_prediction_a_killed_worker_held_is_polled_again_within_15_seconds(

@@ -348,6 +348,7 @@ def test_bench_pages_times_every_page_and_ends_with_one_json_line():
     assert result["predictions"] == 100 and result["database"] == connection.vendor
     assert pages["empty_history_baseline"]["ratio"] == 1.0
     assert pages["live_refresh_unchanged_304"]["status"] == 304
+    assert pages["live_arrivals_none_304"]["status"] == 304
     assert pages["history_q_ox_2_letters_refused"]["status"] == 400
     assert all(page["median"] > 0 and page["queries"] > 0 for page in pages.values())
     assert all(page["cpu"] > 0 for page in pages.values())

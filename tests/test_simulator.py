@@ -25,6 +25,8 @@ from PIL import Image
 from replicate.helpers import FileOutput
 
 from predictions.management.commands.simulator import Command as SimulatorCommand
+from predictions.models import Prediction
+from predictions.models import timestamp as provider_time
 from predictions.simulator import MODELS, Faults, Simulator
 
 from .conftest import wait_for
@@ -883,3 +885,178 @@ def test_stopping_the_simulator_stops_its_webhook_sender(receiver):
     assert not sim.engine.webhooks.running
     assert time.monotonic() - started < 1
     assert receiver.deliveries == []
+
+
+# --- Fidelity: what Replicate's clients rely on, and a simulator serving a deployment ---------
+
+
+def moment(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def test_every_terminal_prediction_has_metrics_and_a_predict_time_if_it_ran():
+    # At speed 200 darkroom/slow runs 0.15 to 0.6 s: long enough to cancel mid-run.
+    with Simulator(speed=200, seed=3) as sim, api_for(sim) as api:
+        succeeded = create(api, wait=True).json()
+        failed = create(api, "darkroom/fails", wait=True).json()
+        running = create(api, "darkroom/slow").json()
+        while running["status"] == "starting":
+            running = api.get(f"/predictions/{running['id']}").json()
+        canceled_running = api.post(f"/predictions/{running['id']}/cancel").json()
+    # At speed 1 sdxl waits about 2 s in the queue: canceled before it starts.
+    with Simulator(speed=1, seed=3) as sim, api_for(sim) as api:
+        queued = create(api, "stability-ai/sdxl").json()
+        canceled_queued = api.post(f"/predictions/{queued['id']}/cancel").json()
+
+    assert running["status"] == "processing" and running["metrics"] == {}
+    assert set(succeeded["metrics"]) == {"image_count", "predict_time", "total_time"}
+    assert set(failed["metrics"]) == {"predict_time", "total_time"}
+    assert set(canceled_running["metrics"]) == {"predict_time", "total_time"}
+    assert set(canceled_queued["metrics"]) == {"total_time"}
+    for prediction in (succeeded, failed, canceled_running, canceled_queued):
+        metrics = prediction["metrics"]
+        assert 0 <= metrics.get("predict_time", 0) <= metrics["total_time"] < 5
+        ran = moment(prediction["completed_at"]) - moment(prediction["created_at"])
+        assert abs(ran.total_seconds() - metrics["total_time"]) < 1e-5
+    started = moment(canceled_running["started_at"])
+    ran = (moment(canceled_running["completed_at"]) - started).total_seconds()
+    assert abs(canceled_running["metrics"]["predict_time"] - ran) < 1e-5
+
+
+def test_times_have_replicates_precision_and_darkroom_reads_them_to_the_microsecond(simulator):
+    with api_for(simulator) as api:
+        answer = create(api, wait=True).json()
+
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", answer["created_at"])
+    for name in ("started_at", "completed_at"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", answer[name]), name
+        # Darkroom keeps the microseconds, cut as the provider's own clock would cut them.
+        head, nanoseconds = answer[name].rstrip("Z").split(".")
+        read = provider_time(answer[name])
+        assert read == datetime.fromisoformat(f"{head}.{nanoseconds[:6]}+00:00")
+    fields = Prediction(submitted_at=provider_time(answer["created_at"])).remote_fields(answer)
+    assert fields["created_at"] < fields["started_at"] < fields["completed_at"]
+    assert fields["completed_at"].microsecond == int(answer["completed_at"][20:26])
+
+
+def test_a_model_and_its_versions_are_served_in_replicates_shapes(simulator):
+    version = MODELS[SCHNELL].version
+    with api_for(simulator) as api:
+        create(api)
+        model = api.get(f"/models/{SCHNELL}")
+        versions = api.get(f"/models/{SCHNELL}/versions")
+        one = api.get(f"/models/{SCHNELL}/versions/{version}")
+        unknown_model = api.get("/models/nobody/nothing")
+        unknown_version = api.get(f"/models/{SCHNELL}/versions/{'0' * 64}")
+    anonymous = httpx.get(f"{simulator.base_url}/models/{SCHNELL}")
+
+    assert model.status_code == 200
+    assert set(model.json()) == {
+        "url", "owner", "name", "description", "visibility", "github_url", "paper_url",
+        "license_url", "run_count", "cover_image_url", "default_example", "latest_version",
+    }  # fmt: skip
+    assert (model.json()["owner"], model.json()["name"]) == ("black-forest-labs", "flux-schnell")
+    assert model.json()["url"] == f"https://replicate.com/{SCHNELL}"
+    assert model.json()["run_count"] == 1
+    latest = model.json()["latest_version"]
+    assert set(latest) == {"id", "created_at", "cog_version", "openapi_schema"}
+    assert latest["id"] == version
+    schemas = latest["openapi_schema"]["components"]["schemas"]
+    assert schemas["Input"]["required"] == ["prompt"]
+    assert schemas["Output"] == {
+        "title": "Output",
+        "type": "array",
+        "items": {"type": "string", "format": "uri"},
+    }
+    assert versions.json() == {"next": None, "previous": None, "results": [latest]}
+    assert one.json() == latest
+    assert unknown_model.status_code == unknown_version.status_code == 404
+    assert unknown_model.json() == {"detail": "Not found.", "status": 404}
+    assert anonymous.status_code == 401
+
+
+def test_the_official_client_gets_a_model_and_runs_it_by_owner_name_and_version(simulator):
+    client = replicate.Client(api_token="x", base_url=simulator.url)
+    version = MODELS[SCHNELL].version
+
+    model = client.models.get(SCHNELL)
+    [listed] = model.versions.list()
+    output = client.run(f"{SCHNELL}:{version}", input={"prompt": "a lighthouse"})
+
+    assert model.id == SCHNELL and model.latest_version.id == version
+    assert listed.id == version and listed.cog_version
+    [url] = output
+    assert str(url).startswith(f"{simulator.url}/files/")
+
+
+def test_predictions_are_visible_only_to_the_token_that_created_them(simulator):
+    mine = {"Authorization": "Bearer mine"}
+    theirs = {"Authorization": "Bearer theirs"}
+    with httpx.Client(base_url=simulator.base_url, timeout=10) as api:
+        created = api.post(
+            f"/models/{SCHNELL}/predictions",
+            json={"input": {"prompt": "a secret garden"}},
+            headers=mine | {"Prefer": "wait"},
+        ).json()
+        path = f"/predictions/{created['id']}"
+        seen_by_them = api.get(path, headers=theirs)
+        canceled_by_them = api.post(f"{path}/cancel", headers=theirs)
+        listed_for_them = api.get("/predictions", headers=theirs).json()
+        seen_by_me = api.get(path, headers=mine)
+        listed_for_me = api.get("/predictions", headers=mine).json()
+        file = httpx.get(created["output"][0])
+
+    assert seen_by_them.status_code == canceled_by_them.status_code == 404
+    assert seen_by_them.json() == {"detail": "Not found.", "status": 404}
+    assert listed_for_them["results"] == []
+    assert seen_by_me.json() == created
+    assert [p["id"] for p in listed_for_me["results"]] == [created["id"]]
+    assert created["status"] == "succeeded", "their cancel changed nothing"
+    assert file.status_code == 200, "output files are public URLs, as on Replicate"
+
+
+def test_the_control_endpoints_answer_404_unless_the_simulator_opens_them():
+    with Simulator(speed=50) as sim:
+        faults = httpx.post(f"{sim.url}/_simulator/faults", json={"server_error_rate": 1})
+        read = httpx.get(f"{sim.url}/_simulator/faults")
+        stats = httpx.get(f"{sim.url}/_simulator/stats")
+        with api_for(sim) as api:
+            created = create(api)
+
+    assert faults.status_code == read.status_code == stats.status_code == 404
+    assert faults.json() == {"detail": "Not found.", "status": 404}
+    assert sim.faults.server_error_rate == 0
+    assert created.status_code == 201
+
+
+def test_output_urls_name_the_configured_address_whatever_the_host_header(simulator):
+    with api_for(simulator) as api:
+        prediction = create(api, wait=True).json()
+        forged = api.post(
+            f"/models/{SCHNELL}/predictions",
+            json={"input": {"prompt": "a forged host"}},
+            headers={"Prefer": "wait", "Host": "evil.example:6666"},
+        ).json()
+        polled_forged = api.get(
+            f"/predictions/{prediction['id']}", headers={"Host": "evil.example:6666"}
+        ).json()
+
+    assert forged["output"] == [f"{simulator.url}/files/{forged['id']}/out-0.webp"]
+    assert polled_forged["output"] == prediction["output"]
+    assert prediction["output"][0].startswith(f"{simulator.url}/files/")
+
+
+def test_the_command_opens_control_only_when_asked_and_names_the_configured_public_url(
+    settings,
+):
+    settings.PROVIDERS = {
+        **settings.PROVIDERS,
+        "simulator": {**settings.PROVIDERS["simulator"], "public_url": "https://sim.example"},
+    }
+    parser = SimulatorCommand().create_parser("manage.py", "simulator")
+
+    defaults = parser.parse_args([])
+    asked = parser.parse_args(["--control", "--public-url", "http://other.example"])
+
+    assert (defaults.control, defaults.public_url) == (False, "https://sim.example")
+    assert (asked.control, asked.public_url) == (True, "http://other.example")

@@ -1,4 +1,5 @@
 """Webhooks from providers: a prediction moves on when its provider says so, not at its next poll.
+And Darkroom's own, to the clients of its API (`outgoing.py`, sent by `sender.py`).
 
 `webhook_url()` lives here, free of models, so that predictions can ask for it when it sends a
 create without importing this app's models.

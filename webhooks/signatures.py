@@ -1,4 +1,5 @@
-"""Standard Webhooks signatures, as Replicate signs its webhooks, checked with the provider's key.
+"""Standard Webhooks signatures, as Replicate signs its webhooks: checked on providers' webhooks
+with the provider's secret, and made for Darkroom's own (webhooks.outgoing) with the team's.
 
 A webhook carries `webhook-id`, `webhook-timestamp` and `webhook-signature`: "v1,<base64>", or
 several separated by spaces, each an HMAC-SHA256 of "{id}.{timestamp}.{body}" keyed with the
@@ -66,16 +67,22 @@ def verify(
 
 def signed_with(secret: str, webhook_id: str, timestamp: str, signatures: str, body: bytes) -> bool:
     try:
-        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        expected = sign(secret, webhook_id, timestamp, body).encode()
     except binascii.Error:
         return False
-    signed = f"{webhook_id}.{timestamp}.".encode() + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
     return any(
-        hmac.compare_digest(expected, candidate.removeprefix("v1,").encode())
+        hmac.compare_digest(expected, candidate.encode())
         for candidate in signatures.split()
         if candidate.startswith("v1,")
     )
+
+
+def sign(secret: str, webhook_id: str, timestamp: str, body: bytes) -> str:
+    """The `webhook-signature` of `body`: "v1," and the base64 HMAC-SHA256 of "id.timestamp.body"
+    keyed with the secret's base64 part; binascii.Error for a secret that is not base64."""
+    key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
 def provider_secret(provider: Provider, refresh: bool = False) -> str:

@@ -48,7 +48,7 @@ def prediction_webhook(request: HttpRequest, pk: int) -> HttpResponse:
 def _prediction_in(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         payload = None
     prediction_id = payload.get("id") if isinstance(payload, dict) else None
     if not isinstance(prediction_id, str) or not PREDICTION_ID_RE.fullmatch(prediction_id):

@@ -30,6 +30,10 @@ SERVER_ERROR_STATUSES = (500, 502, 503)
 # What a create with a webhook and no filter gets, as Replicate documents it.
 DEFAULT_WEBHOOK_EVENTS = ("output", "completed")
 
+# Every model's one version was pushed at this moment, with this Cog: stable answers.
+VERSION_CREATED_AT = "2025-01-15T12:00:00.000000Z"
+COG_VERSION = "0.13.7"
+
 # Replicate ids are 26 characters of lowercase Crockford base32.
 ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -52,6 +56,37 @@ class ModelProfile:
     @cached_property
     def version(self) -> str:
         return hashlib.sha256(self.name.encode()).hexdigest()
+
+    def version_json(self) -> dict[str, Any]:
+        """Its version as `GET /v1/models/{owner}/{name}/versions/{id}` answers."""
+        return {
+            "id": self.version,
+            "created_at": VERSION_CREATED_AT,
+            "cog_version": COG_VERSION,
+            "openapi_schema": openapi_schema(),
+        }
+
+    def as_json(self, run_count: int) -> dict[str, Any]:
+        """The model as `GET /v1/models/{owner}/{name}` answers."""
+        owner, name = self.name.split("/")
+        seconds = self.queue_median + self.run_median
+        return {
+            "url": f"https://replicate.com/{self.name}",
+            "owner": owner,
+            "name": name,
+            "description": (
+                f"Simulated by Darkroom: a real image from the prompt in about {seconds:g} s"
+                + (", then always fails." if self.failure else ".")
+            ),
+            "visibility": "public",
+            "github_url": None,
+            "paper_url": None,
+            "license_url": None,
+            "run_count": run_count,
+            "cover_image_url": None,
+            "default_example": None,
+            "latest_version": self.version_json(),
+        }
 
 
 MODELS: dict[str, ModelProfile] = {
@@ -104,6 +139,13 @@ class Faults:
         default_factory=lambda: list(DEFAULT_FAULT_ENDPOINTS),
         metadata={"help": "which endpoints the random faults hit"},
     )
+    bad_payload: str = field(
+        default="",
+        metadata={
+            "help": "a JSON object whose fields replace those of every prediction answered "
+            "(a NUL in the logs, metrics of the wrong type, thousands of outputs)"
+        },
+    )
 
     def any_random(self) -> bool:
         """Whether any random fault is on."""
@@ -133,6 +175,14 @@ def _checked_fault(name: str, value: Any) -> Any:
     if kind is bool:
         if not isinstance(value, bool):
             raise ValueError(f"{name}: must be true or false")
+        return value
+    if kind is str:  # bad_payload: a JSON object's text, or nothing
+        try:
+            valid = isinstance(value, str) and (not value or isinstance(json.loads(value), dict))
+        except (ValueError, RecursionError):
+            valid = False
+        if not valid:
+            raise ValueError(f"{name}: must be a JSON object, as text")
         return value
     if kind == list[str]:
         if not isinstance(value, list) or not set(value) <= set(FAULT_ENDPOINTS):
@@ -178,6 +228,8 @@ class Prediction:
     failure: str | None
     stream_key: str
     canceled: float | None = None
+    # The API token that created it: only that token sees it (None: made in-process, for tests).
+    token: str | None = None
     images: dict[int, bytes] = field(default_factory=dict)
     # Where its webhooks go, for which events, and the base of the output URLs they name.
     webhook: str | None = None
@@ -244,11 +296,28 @@ class Prediction:
             self._body = (state, json.dumps(self.as_json(now, retention, file_base)).encode())
         return self._body[1]
 
+    def has_started(self, now: float) -> bool:
+        """Whether a worker had picked it up by `now` (one canceled in the queue never was)."""
+        return now >= self.started and (self.canceled is None or self.ended > self.started)
+
+    def metrics(self, now: float) -> dict[str, Any]:
+        """Replicate's metrics: none while it runs; at its end, whatever its end (canceled and
+        failed too), the time it ran if it did, and its whole time since the create."""
+        status = self.status(now)
+        if status not in TERMINAL:
+            return {}
+        metrics: dict[str, Any] = {}
+        if status == "succeeded":
+            metrics["image_count"] = self.num_outputs
+        if self.has_started(now):
+            metrics["predict_time"] = round(self.ended - self.started, 9)
+        metrics["total_time"] = round(self.ended - self.created, 9)
+        return metrics
+
     def as_json(self, now: float, retention: float, file_base: str) -> dict[str, Any]:
         status = self.status(now)
         removed = self.data_removed(now, retention)
         succeeded = status == "succeeded"
-        has_started = now >= self.started and (self.canceled is None or self.ended > self.started)
         api = f"https://api.replicate.com/v1/predictions/{self.id}"
         return {
             "id": self.id,
@@ -260,19 +329,16 @@ class Prediction:
             "data_removed": removed,
             "error": self.failure if status == "failed" else None,
             "status": status,
-            "created_at": _iso(self.created),
-            "started_at": _iso(self.started) if has_started else None,
-            "completed_at": _iso(self.ended) if status in TERMINAL else None,
+            # Replicate's precision: microseconds on the create, nanoseconds on the run.
+            "created_at": _iso(self.created, 6),
+            "started_at": _iso(self.started, 9) if self.has_started(now) else None,
+            "completed_at": _iso(self.ended, 9) if status in TERMINAL else None,
             "urls": {
                 "get": api,
                 "cancel": f"{api}/cancel",
                 "stream": f"https://stream.replicate.com/v1/files/{self.stream_key}",
             },
-            "metrics": (
-                {"image_count": self.num_outputs, "predict_time": round(self.run, 9)}
-                if succeeded
-                else {}
-            ),
+            "metrics": self.metrics(now),
         }
 
     def output_urls(self, file_base: str) -> list[str]:
@@ -345,9 +411,11 @@ class Engine:
         file_base: str,
         webhook: Any = None,
         webhook_events: Any = None,
+        token: str | None = None,
     ) -> dict[str, Any]:
-        """Start a prediction, with webhooks to `webhook` for `webhook_events` (by default
-        Replicate's: output and completed); UnknownModel or InvalidInput if it is refused."""
+        """Start a prediction for the API token `token`, with webhooks to `webhook` for
+        `webhook_events` (by default Replicate's: output and completed); UnknownModel or
+        InvalidInput if it is refused."""
         model = MODELS.get(model_name)
         if model is None:
             raise UnknownModel(f"Model {model_name} not found")
@@ -380,6 +448,7 @@ class Engine:
                     DEFAULT_WEBHOOK_EVENTS if webhook_events is None else webhook_events
                 ),
                 file_base=file_base,
+                token=token,
             )
             self._predictions[prediction.id] = prediction
             self._creates_by_prompt[input["prompt"]] += 1
@@ -388,24 +457,31 @@ class Engine:
             self.webhooks.schedule(prediction.id, webhook, prediction.webhook_moments())
         return answer
 
-    def get(self, prediction_id: str, file_base: str) -> dict[str, Any] | None:
+    def get(
+        self, prediction_id: str, file_base: str, token: str | None = None
+    ) -> dict[str, Any] | None:
+        """The prediction, if `token` may see it (in-process callers, with None, see all)."""
         with self._lock:
-            prediction = self._predictions.get(prediction_id)
+            prediction = self._visible(prediction_id, token)
             if prediction is None:
                 return None
             return prediction.as_json(time.time(), self.retention, file_base)
 
-    def get_body(self, prediction_id: str, file_base: str) -> bytes | None:
+    def get_body(
+        self, prediction_id: str, file_base: str, token: str | None = None
+    ) -> bytes | None:
         """`get` as the JSON a poll receives: the hot path, so mostly rendered before."""
         with self._lock:
-            prediction = self._predictions.get(prediction_id)
+            prediction = self._visible(prediction_id, token)
             if prediction is None:
                 return None
             return prediction.body(time.time(), self.retention, file_base)
 
-    def cancel(self, prediction_id: str, file_base: str) -> dict[str, Any] | None:
+    def cancel(
+        self, prediction_id: str, file_base: str, token: str | None = None
+    ) -> dict[str, Any] | None:
         with self._lock:
-            prediction = self._predictions.get(prediction_id)
+            prediction = self._visible(prediction_id, token)
             if prediction is None:
                 return None
             now = time.time()
@@ -426,11 +502,32 @@ class Engine:
                 return None
             return prediction.body(moment, self.retention, prediction.file_base)
 
-    def newest_first(self, file_base: str) -> list[dict[str, Any]]:
+    def newest_first(self, file_base: str, token: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             now = time.time()
-            predictions = sorted(self._predictions.values(), key=lambda p: -p.created)
+            predictions = sorted(
+                (p for p in self._predictions.values() if token is None or p.token == token),
+                key=lambda p: -p.created,
+            )
             return [p.as_json(now, self.retention, file_base) for p in predictions]
+
+    def _visible(self, prediction_id: str, token: str | None) -> Prediction | None:
+        """The prediction, unless another token made it: as on Replicate, one account's
+        predictions are not found by another (404, not 403). Called under the lock."""
+        prediction = self._predictions.get(prediction_id)
+        if prediction is None or (token is not None and prediction.token != token):
+            return None
+        return prediction
+
+    def model(self, name: str) -> dict[str, Any] | None:
+        """The model `owner/name` as Replicate describes it, or None if there is none. Its run
+        count is every token's, as Replicate shows to all."""
+        profile = MODELS.get(name)
+        if profile is None:
+            return None
+        with self._lock:
+            runs = sum(1 for p in self._predictions.values() if p.model is profile)
+        return profile.as_json(runs)
 
     def output_file(self, prediction_id: str, index: int, extension: str) -> bytes | None:
         """An output image's bytes, or None if there is no such file (any more)."""
@@ -561,6 +658,73 @@ class RateLimit:
         return passed[len(passed) - limit] + 1 - now
 
 
+def openapi_schema() -> dict[str, Any]:
+    """The inputs `input_problems` accepts and the output it makes, as Cog describes a model."""
+
+    def choice(name: str, values: tuple[str, ...]) -> dict[str, Any]:
+        return {"title": name, "description": "An enumeration.", "type": "string", "enum": values}
+
+    ratios = (*ASPECT_RATIOS, MATCH_INPUT_IMAGE)
+    return {
+        "openapi": "3.0.2",
+        "info": {"title": "Cog", "version": "0.1.0"},
+        "paths": {},
+        "components": {
+            "schemas": {
+                "Input": {
+                    "title": "Input",
+                    "type": "object",
+                    "required": ["prompt"],
+                    "properties": {
+                        "prompt": {"title": "Prompt", "type": "string", "x-order": 0},
+                        "seed": {
+                            "title": "Seed",
+                            "type": "integer",
+                            "minimum": 0,
+                            "maximum": 2**32 - 1,
+                            "description": "Random seed; set it for reproducible images.",
+                            "x-order": 1,
+                        },
+                        "num_outputs": {
+                            "title": "Num Outputs",
+                            "type": "integer",
+                            "default": 1,
+                            "minimum": 1,
+                            "maximum": 4,
+                            "x-order": 2,
+                        },
+                        "aspect_ratio": {
+                            "allOf": [{"$ref": "#/components/schemas/aspect_ratio"}],
+                            "default": "1:1",
+                            "x-order": 3,
+                        },
+                        "output_format": {
+                            "allOf": [{"$ref": "#/components/schemas/output_format"}],
+                            "default": "webp",
+                            "x-order": 4,
+                        },
+                        "output_quality": {
+                            "title": "Output Quality",
+                            "type": "integer",
+                            "default": 80,
+                            "minimum": 0,
+                            "maximum": 100,
+                            "x-order": 5,
+                        },
+                    },
+                },
+                "Output": {
+                    "title": "Output",
+                    "type": "array",
+                    "items": {"type": "string", "format": "uri"},
+                },
+                "aspect_ratio": choice("aspect_ratio", ratios),
+                "output_format": choice("output_format", tuple(OUTPUT_FORMATS)),
+            }
+        },
+    }
+
+
 def webhook_problems(webhook: Any, events: Any) -> list[str]:
     """Replicate-style validation messages for a create's webhook fields."""
     problems = []
@@ -626,6 +790,9 @@ def _clock(seconds: float) -> str:
     return f"{minutes:02d}:{seconds:02d}"
 
 
-def _iso(timestamp: float) -> str:
-    moment = datetime.fromtimestamp(timestamp, UTC)
-    return moment.isoformat(timespec="microseconds").removesuffix("+00:00") + "Z"
+def _iso(timestamp: float, digits: int) -> str:
+    """RFC 3339 in UTC with `digits` of a second, cut rather than rounded (as Go prints them),
+    e.g. `2026-12-02T04:31:02.123456789Z`."""
+    seconds = math.floor(timestamp)
+    fraction = int((timestamp - seconds) * 10**digits)
+    return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}.{fraction:0{digits}d}Z"

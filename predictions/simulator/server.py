@@ -24,6 +24,13 @@ ROUTES = [
         ("GET", r"/v1/predictions", "list"),
         ("GET", r"/v1/predictions/(?P<prediction_id>[^/]+)", "get"),
         ("POST", r"/v1/predictions/(?P<prediction_id>[^/]+)/cancel", "cancel"),
+        ("GET", r"/v1/models/(?P<owner>[^/]+)/(?P<name>[^/]+)", "model"),
+        ("GET", r"/v1/models/(?P<owner>[^/]+)/(?P<name>[^/]+)/versions", "versions"),
+        (
+            "GET",
+            r"/v1/models/(?P<owner>[^/]+)/(?P<name>[^/]+)/versions/(?P<version_id>[^/]+)",
+            "version",
+        ),
         ("GET", r"/files/(?P<prediction_id>[^/]+)/out-(?P<index>\d+)\.(?P<extension>\w+)", "file"),
         ("GET", r"/v1/webhooks/default/secret", "webhook_secret"),
         ("GET", r"/_simulator/faults", "faults"),
@@ -31,8 +38,13 @@ ROUTES = [
         ("GET", r"/_simulator/stats", "stats"),
     )
 ]
-API_ENDPOINTS = {"create", "list", "get", "cancel", "webhook_secret"}
+API_ENDPOINTS = {
+    "create", "list", "get", "cancel", "webhook_secret", "model", "versions", "version",
+}  # fmt: skip
 COUNTED_ENDPOINTS = API_ENDPOINTS | {"file"}
+# For tests and drills only: they change how the simulator behaves and show every token's
+# prompts, so they answer 404 unless the simulator was started with `control=True`.
+CONTROL_ENDPOINTS = {"faults", "stats"}
 MAX_WAIT = 60  # Replicate holds a `Prefer: wait` request at most this many seconds
 # http.server's limits on a request's headers.
 MAX_HEADERS = 100
@@ -77,6 +89,10 @@ class Simulator:
 
     Use it as `with Simulator(speed=50) as sim:` and point clients at `sim.base_url`
     (or `sim.url` for the official `replicate` client, which adds `/v1` itself).
+
+    Each API token sees only the predictions it created. Output URLs name `public_url`, else
+    the address it listens on (never a request's Host header). `control=True` opens the fault
+    and stats endpoints (`/_simulator/...`) to anyone who can reach it: for tests only.
     """
 
     def __init__(
@@ -90,6 +106,7 @@ class Simulator:
         faults: Faults | None = None,
         seed: int | None = None,
         verbose: bool = False,
+        control: bool = False,
     ):
         if speed <= 0:
             raise ValueError("speed must be above 0")
@@ -98,6 +115,7 @@ class Simulator:
         self.token = token
         self.public_url = public_url.rstrip("/") if public_url else None
         self.verbose = verbose
+        self.control = control
         self.engine = Engine(speed, retention, faults or Faults(), seed)
         # Set on stop, so stalled requests and `Prefer: wait` holds end at once.
         self.stopping = threading.Event()
@@ -243,6 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         endpoint, params, reply = self._route(method, urlsplit(self.path).path.rstrip("/"))
+        if endpoint in CONTROL_ENDPOINTS and not self.simulator.control:
+            endpoint, params, reply = None, {}, problem(404, "Not found.")
         counted = endpoint in COUNTED_ENDPOINTS
         if counted:
             # Counted on arrival, so a stalled request shows in the stats while it hangs.
@@ -295,6 +315,9 @@ class _Handler(BaseHTTPRequestHandler):
             reply = server_error(fault.status)
         else:
             reply = getattr(self, f"_{endpoint}")(**params)
+        if faults.bad_payload and endpoint in ("create", "get", "cancel") and reply.status < 300:
+            body = json.dumps(json.loads(reply.body) | json.loads(faults.bad_payload))
+            reply = Reply(reply.status, body.encode(), reply.content_type, reply.headers)
 
         if kind == "server_error":
             return server_error(fault.status)
@@ -305,10 +328,12 @@ class _Handler(BaseHTTPRequestHandler):
         return reply
 
     def _authenticate(self) -> Reply | None:
+        """Check the API token, and keep it: it decides which predictions this request sees."""
         scheme, _, token = self.headers.get("Authorization", "").partition(" ")
-        if scheme != "Bearer" or not token.strip():
+        self.token = token.strip()
+        if scheme != "Bearer" or not self.token:
             return problem(401, "You did not pass an authentication token")
-        if self.simulator.token is not None and token.strip() != self.simulator.token:
+        if self.simulator.token is not None and self.token != self.simulator.token:
             return problem(401, "Invalid token.")
         return None
 
@@ -325,10 +350,9 @@ class _Handler(BaseHTTPRequestHandler):
         return not self.simulator.stopping.wait(seconds)
 
     def _file_base(self) -> str:
-        if self.simulator.public_url:
-            return self.simulator.public_url
-        host, port = self.server.server_address[:2]
-        return f"http://{self.headers.get('Host') or f'{host}:{port}'}"
+        """Where output files are served, from the configuration alone: a Host header chosen
+        by a client must not decide the URLs that every other client is handed."""
+        return self.simulator.public_url or self.simulator.url
 
     def _create(self, owner: str | None = None, name: str | None = None) -> Reply:
         try:
@@ -348,6 +372,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._file_base(),
                 webhook=body.get("webhook"),
                 webhook_events=body.get("webhook_events_filter"),
+                token=self.token,
             )
         except UnknownModel as error:
             return problem(404, str(error), "Not found")
@@ -371,23 +396,40 @@ class _Handler(BaseHTTPRequestHandler):
             left = deadline - time.monotonic()
             if left <= 0 or not self._pause(min(left, 0.05)):
                 break
-            prediction = self.engine.get(prediction["id"], self._file_base())
+            prediction = self.engine.get(prediction["id"], self._file_base(), self.token)
         return prediction
 
     def _get(self, prediction_id: str) -> Reply:
-        body = self.engine.get_body(prediction_id, self._file_base())
+        body = self.engine.get_body(prediction_id, self._file_base(), self.token)
         return Reply(200, body) if body else problem(404, "Not found.")
 
     def _cancel(self, prediction_id: str) -> Reply:
-        prediction = self.engine.cancel(prediction_id, self._file_base())
+        prediction = self.engine.cancel(prediction_id, self._file_base(), self.token)
         return json_reply(200, prediction) if prediction else problem(404, "Not found.")
 
     def _webhook_secret(self) -> Reply:
         return json_reply(200, {"key": self.engine.webhooks.secret})
 
     def _list(self) -> Reply:
-        results = self.engine.newest_first(self._file_base())
+        results = self.engine.newest_first(self._file_base(), self.token)
         return json_reply(200, {"next": None, "previous": None, "results": results})
+
+    def _model(self, owner: str, name: str) -> Reply:
+        model = self.engine.model(f"{owner}/{name}")
+        return json_reply(200, model) if model else problem(404, "Not found.")
+
+    def _versions(self, owner: str, name: str) -> Reply:
+        model = self.engine.model(f"{owner}/{name}")
+        if model is None:
+            return problem(404, "Not found.")
+        page = {"next": None, "previous": None, "results": [model["latest_version"]]}
+        return json_reply(200, page)
+
+    def _version(self, owner: str, name: str, version_id: str) -> Reply:
+        model = self.engine.model(f"{owner}/{name}")
+        if model is None or model["latest_version"]["id"] != version_id:
+            return problem(404, "Not found.")
+        return json_reply(200, model["latest_version"])
 
     def _file(self, prediction_id: str, index: str, extension: str) -> Reply:
         image = self.engine.output_file(prediction_id, int(index), extension)

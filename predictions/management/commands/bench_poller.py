@@ -339,11 +339,16 @@ class Command(BaseCommand):
             )
 
             def request(n: int, prediction_id: str | None) -> tuple[int, dict | None]:
-                if prediction_id is None:
-                    model = MIXED_MODELS[n % len(MIXED_MODELS)]
-                    body = {"input": {"prompt": f"bench {self.seed} {n}"}}
-                    return n, http.post(f"/models/{model}/predictions", json=body).json()
-                answer = http.get(f"/predictions/{prediction_id}")
+                """A create or a poll; None to try again after the interval (a 429, or a
+                connection the loaded machine dropped)."""
+                try:
+                    if prediction_id is None:
+                        model = MIXED_MODELS[n % len(MIXED_MODELS)]
+                        body = {"input": {"prompt": f"bench {self.seed} {n}"}}
+                        return n, http.post(f"/models/{model}/predictions", json=body).json()
+                    answer = http.get(f"/predictions/{prediction_id}")
+                except httpx.TransportError:
+                    return n, None
                 return n, answer.json() if answer.status_code == 200 else None
 
             due = [(n * plan.arrival / plan.jobs, n, None) for n in range(plan.jobs)]

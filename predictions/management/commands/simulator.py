@@ -5,6 +5,7 @@ from argparse import BooleanOptionalAction
 from dataclasses import fields
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from predictions.simulator import Faults, Simulator
@@ -29,10 +30,18 @@ class Command(BaseCommand):
             help="seconds after completion until outputs and logs are removed",
         )
         parser.add_argument(
-            "--public-url", help="scheme and host for output file URLs (default: the Host header)"
+            "--public-url",
+            default=settings.PROVIDERS["simulator"]["public_url"],
+            help="scheme and host for output file URLs "
+            "(default: SIMULATOR_PUBLIC_URL, else the address it listens on)",
         )
         parser.add_argument("--seed", type=int, help="make durations and faults reproducible")
         parser.add_argument("--token", help="accept only this API token (default: any)")
+        parser.add_argument(
+            "--control",
+            action="store_true",
+            help="open /_simulator/faults and /_simulator/stats to anyone (tests and drills only)",
+        )
 
         # One flag per Faults field, so a new fault reaches the command line by being defined.
         faults = parser.add_argument_group("faults")
@@ -66,6 +75,7 @@ class Command(BaseCommand):
                 faults=faults,
                 seed=options["seed"],
                 verbose=options["verbosity"] >= 2,
+                control=options["control"],
             ).start()
         except (ValueError, OSError) as error:
             raise CommandError(str(error)) from error
