@@ -6,6 +6,8 @@ import logging
 import os
 import re
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -60,7 +62,13 @@ def running_worker(queues: list[str]) -> Iterator[None]:
     ):
         dispatch_due.delay()
         yield
-    stop_poller()
+    # A wake-up the worker took just before it stopped may start a poller after the shutdown
+    # hook ran: stop until none is left.
+    for _ in range(20):
+        stop_poller()
+        time.sleep(0.25)
+        if not any(thread.name == "poller" for thread in threading.enumerate()):
+            break
 
 
 def health() -> tuple[int, dict]:
