@@ -369,21 +369,37 @@ def relax_commits() -> None:
 
 
 _poller: tuple[int, Poller] | None = None
+# The process whose worker is shutting down: a wake-up it consumes late starts no poller.
+_closed_in: int | None = None
 _lock = threading.Lock()
 
 
-def running_poller() -> Poller:
-    """This process's poller, started on first use (a forked worker child starts its own)."""
+def open_poller() -> Poller:
+    """Start this process's poller as its worker starts (a forked worker child starts its own)."""
+    global _closed_in
+    with _lock:
+        _closed_in = None
+    return running_poller()
+
+
+def running_poller() -> Poller | None:
+    """This process's poller, started on first use; None once its worker is shutting down."""
     global _poller
     with _lock:
+        if _closed_in == os.getpid():
+            return None
         if _poller is None or _poller[0] != os.getpid() or not _poller[1].thread.is_alive():
             _poller = (os.getpid(), Poller().start())
         return _poller[1]
 
 
-def stop_poller() -> None:
-    global _poller
+def stop_poller(*, closing: bool = False) -> None:
+    """Stop this process's poller; `closing` (the worker's shutdown) keeps it from starting
+    again until the process's worker starts anew."""
+    global _poller, _closed_in
     with _lock:
+        if closing:
+            _closed_in = os.getpid()
         if _poller is not None and _poller[0] == os.getpid():
             _poller[1].stop()
         _poller = None

@@ -10,7 +10,7 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from .poller import running_poller, stop_poller
+from .poller import open_poller, running_poller, stop_poller
 
 log = logging.getLogger(__name__)
 
@@ -19,16 +19,17 @@ log = logging.getLogger(__name__)
 def dispatch_due() -> None:
     """Wake this worker process's poller (starting it if need be): something may be due.
 
-    Sent after a submit; a lost message only delays a poll until the
-    poller next looks by itself (a quarter of a second).
+    Sent after a submit; a lost message only delays a poll until the poller next looks by
+    itself (a quarter of a second). One consumed while the worker shuts down starts nothing.
     """
-    running_poller().wake()
+    if poller := running_poller():
+        poller.wake()
 
 
 @worker_process_init.connect
 def start_in_child(**kwargs) -> None:
     """Every prefork child polls."""
-    running_poller()
+    open_poller()
 
 
 @worker_init.connect
@@ -36,13 +37,13 @@ def start_in_worker(sender, **kwargs) -> None:
     """A worker without child processes (threads, solo) polls in its own process."""
     pool = sender.pool_cls  # a class, or its name
     if "prefork" not in (pool if isinstance(pool, str) else pool.__module__):
-        running_poller()
+        open_poller()
 
 
 @worker_shutdown.connect
 @worker_process_shutdown.connect
 def stop_in_worker(**kwargs) -> None:
-    stop_poller()
+    stop_poller(closing=True)
 
 
 def wake_dispatcher() -> None:

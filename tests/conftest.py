@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from celery.contrib.testing.worker import start_worker
+from celery.contrib.testing.worker import start_worker, test_worker_stopped
 from django.apps import apps as django_apps
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
@@ -37,7 +37,7 @@ from outputs.tasks import archive_due
 from predictions.models import RUNNING, Prediction
 from predictions.poller import stop_poller
 from predictions.simulator import Faults, Simulator
-from predictions.tasks import dispatch_due
+from predictions.tasks import dispatch_due, stop_in_worker
 from timings.learned import cache as learned_timings
 from timings.tasks import learn as learn_timings
 
@@ -60,6 +60,14 @@ def fresh_cache(settings) -> None:
         for alias, config in django_settings.CACHES.items()
     }
     learned_timings.clear()
+
+
+@test_worker_stopped.connect
+def stop_a_test_workers_poller(**kwargs) -> None:
+    """A test worker stops its poller as a deployed one does: it sends this signal where a
+    deployed worker sends `worker_shutdown`, once its consumer has stopped and before the test's
+    database is emptied."""
+    stop_in_worker()
 
 
 @pytest.fixture(autouse=True)
@@ -124,8 +132,6 @@ def worker(transactional_db, celery_queues, simulator) -> Iterator[None]:
         loglevel="WARNING",
     ):
         yield
-    # Before the database is emptied: the poller outlives the worker's consumer.
-    stop_poller()
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ import logging
 import os
 import re
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -27,7 +25,6 @@ from operations.models import Heartbeat, RequestMinute, RequestTotal, UnknownOut
 from outputs.models import ArchiveState, Output
 from predictions.client import Provider, ProviderClient, ProviderError
 from predictions.models import Prediction
-from predictions.poller import stop_poller
 from predictions.tasks import dispatch_due
 
 from .conftest import (
@@ -50,8 +47,8 @@ def nothing_counted_yet() -> None:
 
 @contextmanager
 def running_worker(queues: list[str]) -> Iterator[None]:
-    """A Celery worker in this process, woken once so that its poller starts; once it has
-    stopped consuming, its poller stops too, as the worker's shutdown hook stops it."""
+    """A Celery worker in this process, woken once; its shutdown hook stops its poller, and a
+    wake-up it takes while stopping starts none."""
     with start_worker(
         celery_app,
         pool="threads",
@@ -62,13 +59,6 @@ def running_worker(queues: list[str]) -> Iterator[None]:
     ):
         dispatch_due.delay()
         yield
-    # A wake-up the worker took just before it stopped may start a poller after the shutdown
-    # hook ran: stop until none is left.
-    for _ in range(20):
-        stop_poller()
-        time.sleep(0.25)
-        if not any(thread.name == "poller" for thread in threading.enumerate()):
-            break
 
 
 def health() -> tuple[int, dict]:

@@ -1,6 +1,7 @@
 """The poller: when it polls (predictions.schedule), how it claims and writes in batches, and how
 it recovers from a killed worker."""
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -12,8 +13,9 @@ from django.utils import timezone
 
 from predictions.client import ProviderClient
 from predictions.models import Prediction
-from predictions.poller import Job, Poller, relax_commits
+from predictions.poller import Job, Poller, relax_commits, running_poller
 from predictions.schedule import QUEUE_MASS, plan
+from predictions.tasks import dispatch_due, start_in_child, stop_in_worker
 from timings import histograms
 from timings.histograms import Distribution
 from timings.learned import Timing, distribution
@@ -367,3 +369,22 @@ def test_every_prediction_a_killed_worker_held_is_polled_again_within_15_seconds
     creates = simulator.stats()["creates_by_prompt"]
     assert all(creates.get(p.prompt, 0) <= 1 for p in predictions)
     assert {p.status for p in predictions} <= {"succeeded", "submit_unknown"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wake_up_consumed_while_the_worker_shuts_down_starts_no_poller():
+    start_in_child()
+    assert pollers_running() == 1
+    stop_in_worker()
+    assert pollers_running() == 0
+
+    dispatch_due()  # a late message, taken off the queue just before the consumer stopped
+    assert running_poller() is None
+    assert pollers_running() == 0
+
+    start_in_child()  # the worker (or a new child) starts again: so does its poller
+    assert pollers_running() == 1
+
+
+def pollers_running() -> int:
+    return sum(thread.name == "poller" and thread.is_alive() for thread in threading.enumerate())
