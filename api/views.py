@@ -6,7 +6,10 @@ by a budget (402) or the submit limits (429) before any provider call, and sent 
 
 import json
 import re
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -199,14 +202,36 @@ def idempotency_key(request: HttpRequest) -> str | None:
 
 
 def created(request: HttpRequest, prediction: Prediction) -> JsonResponse:
-    """A create's answer (201), once the prediction has ended if the client asked to wait."""
+    """A create's answer (201), once the prediction has ended if the client asked to wait and
+    one of this process's waiting seats is free (otherwise at once: the client polls)."""
     seconds = preferred_wait(request)
-    if seconds:
-        prediction = wait_for_end(request, prediction.pk, seconds)
+    with waiting_seat(seconds > 0) as seated:
+        if seated:
+            prediction = wait_for_end(request, prediction.pk, seconds)
     response = respond(request, prediction, status=201)
-    if seconds:
+    if seated:
         response["Preference-Applied"] = f"wait={seconds}"
     return response
+
+
+_waiting = 0
+_waiting_lock = threading.Lock()
+
+
+@contextmanager
+def waiting_seat(wanted: bool) -> Iterator[bool]:
+    """One of the API_MAX_WAITING seats of this process for a request that holds its answer:
+    True while held, False when none was wanted or all are taken."""
+    global _waiting
+    with _waiting_lock:
+        seated = wanted and _waiting < settings.API_MAX_WAITING
+        _waiting += seated
+    try:
+        yield seated
+    finally:
+        if seated:
+            with _waiting_lock:
+                _waiting -= 1
 
 
 def preferred_wait(request: HttpRequest) -> int:

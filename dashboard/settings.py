@@ -507,6 +507,10 @@ CELERY_BEAT_SCHEDULE["forget-old-outgoing-webhooks"] = {
 # The longest a create may hold its answer for `Prefer: wait` (Replicate's limit is 60 s). A
 # waiting request holds its web worker's thread, but no database connection between its looks.
 API_MAX_WAIT = env_int("API_MAX_WAIT", 60)
+# How many requests of one web process may wait at once: beyond it a create answers at once, as
+# without `Prefer: wait`, so that a few waiting clients never take every thread (gunicorn runs 16
+# a process in the Dockerfile and docker-compose.yml).
+API_MAX_WAITING = env_int("API_MAX_WAITING", 8)
 # Seconds an output's signed link in an API answer opens the archived file, like the hour a
 # provider keeps its own; asking for the prediction again gives fresh links.
 API_FILE_URL_EXPIRY = env_int("API_FILE_URL_EXPIRY", 3600)

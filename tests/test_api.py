@@ -142,6 +142,25 @@ def test_prefer_wait_answers_once_the_prediction_has_ended(darkroom, live_server
     assert response.json()["status"] in ("starting", "processing")
 
 
+def test_a_create_answers_at_once_when_every_waiting_seat_is_taken(
+    settings, live_server, team, member
+):
+    settings.API_MAX_WAITING = 0  # as when this web process's seats are all held
+
+    started = time.monotonic()
+    response = httpx.post(
+        f"{live_server.url}{SCHNELL_PREDICTIONS.replace(SCHNELL, 'darkroom/slow')}",
+        json={"input": {"prompt": "no seat to wait in"}},
+        headers={"Authorization": f"Bearer {token_for(member, team)}", "Prefer": "wait=5"},
+        timeout=10,
+    )
+
+    assert time.monotonic() - started < 1
+    assert response.status_code == 201
+    assert "Preference-Applied" not in response.headers
+    assert response.json()["status"] == "starting"
+
+
 def database_sessions() -> set[int]:
     """The other sessions of the test database (PostgreSQL's server processes); on SQLite, whose
     connections are no server's, none."""
