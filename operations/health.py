@@ -2,12 +2,15 @@
 
 The database answers; the broker answers; a worker's poller stamped its heartbeat lately; no
 prediction's next step is long overdue; the archive keeps up. Three small indexed queries and a
-ping, so a load balancer may ask every few seconds. The request budget's state is read here too,
-for /metrics and the page.
+ping, so a load balancer may ask every few seconds. The request budget's state (for /metrics and
+the page) and the Celery queues' lengths (for /metrics) are read here too.
 """
 
+import logging
 import os
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -18,6 +21,8 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Count, Min
 from django.utils import timezone
+from kombu.transport.redis import PRIORITY_STEPS
+from kombu.transport.redis import Channel as KombuRedisChannel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -26,6 +31,10 @@ from predictions.budget import FILE_STATE, RequestBudget, bucket_step
 from predictions.models import Prediction
 
 from .models import Heartbeat
+
+log = logging.getLogger(__name__)
+# While the same checks keep failing, /healthz says so again this often (per process).
+REPEAT_AFTER = 60.0
 
 
 @dataclass
@@ -44,6 +53,34 @@ def checks() -> list[Check]:
     except DatabaseError as exc:
         found = [Check("database", False, f"the database cannot be reached ({type(exc).__name__})")]
     return [*found, broker()]
+
+
+class HealthLog:
+    """What this process's /healthz said in the log last. A load balancer probes every few
+    seconds: a line a failing probe would bury everything else, so a failure is one warning line
+    when it starts, when the checks that fail change, and once every REPEAT_AFTER while it
+    lasts; the recovery one info line."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.failing: frozenset[str] = frozenset()
+        self.said_at = 0.0
+
+    def note(self, checks: list[Check]) -> None:
+        failing = frozenset(check.name for check in checks if not check.ok)
+        now = time.monotonic()
+        with self.lock:
+            if failing == self.failing and (not failing or now - self.said_at < REPEAT_AFTER):
+                return
+            self.failing, self.said_at = failing, now
+        if failing:
+            reasons = "; ".join(check.reason for check in checks if not check.ok)
+            log.warning("/healthz is failing: %s", reasons, extra={"status_code": 503})
+        else:
+            log.info("/healthz is ok again")
+
+
+health_log = HealthLog()
 
 
 def workers(now: datetime) -> Check:
@@ -99,10 +136,13 @@ def archive(now: datetime) -> Check:
     return Check("archive", False, reason, figures)
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
 def broker() -> Check:
     """Redis answers a ping; the filesystem broker's folder can be written to."""
     url = settings.CELERY_BROKER_URL
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(REDIS_SCHEMES):
         try:
             redis_client(url).ping()
         except redis.RedisError as exc:
@@ -113,6 +153,31 @@ def broker() -> Check:
     if not os.access(folder, os.W_OK):
         return Check("broker", False, "the broker's folder cannot be written to")
     return Check("broker", True)
+
+
+def queue_lengths(queues: list[str]) -> list[int]:
+    """The messages waiting in each Celery queue that no worker has taken yet (one a worker
+    holds unacknowledged is not counted): kombu's Redis lists, one a priority step, in one
+    round trip; or the filesystem broker's message files, in one listing of its folder. It
+    raises what the broker raises."""
+    url = settings.CELERY_BROKER_URL
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
+    if url.startswith(REDIS_SCHEMES):
+        # The keys kombu.transport.redis.Channel._q_for_pri names.
+        prefix = options.get("global_keyprefix", "")
+        separator = options.get("sep", KombuRedisChannel.sep)
+        steps = options.get("priority_steps", PRIORITY_STEPS)
+        pipeline = redis_client(url).pipeline(transaction=False)
+        for queue in queues:
+            for step in steps:
+                pipeline.llen(f"{prefix}{queue}{separator}{step}" if step else prefix + queue)
+        lengths = pipeline.execute()
+        return [sum(lengths[n * len(steps) : (n + 1) * len(steps)]) for n in range(len(queues))]
+    # kombu.transport.filesystem names a message "<stamp>_<uuid>.<queue>.msg"; a file being
+    # written (dashboard/broker.py) ends in ".partial" and is not one yet.
+    with os.scandir(options["data_folder_in"]) as entries:
+        found = Counter(entry.name.partition(".")[2] for entry in entries)
+    return [found[f"{queue}.msg"] for queue in queues]
 
 
 @lru_cache(maxsize=4)

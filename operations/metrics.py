@@ -1,7 +1,7 @@
 """/metrics in Prometheus's text format: every figure read from the database (and the request
-budget from Redis) at each scrape, so it is the same whichever web process answers and counts
-every worker process's requests. No prometheus_client multiprocess files: the counters are the
-totals the processes add to the database (operations.tallies).
+budget from Redis, the queues from the broker) at each scrape, so it is the same whichever web
+process answers and counts every worker process's requests. No prometheus_client multiprocess
+files: the counters are the totals the processes add to the database (operations.tallies).
 
 Families (every name starts with darkroom_):
   predictions_running{provider,status}                 gauge    submitting, starting, processing
@@ -12,16 +12,35 @@ Families (every name starts with darkroom_):
   request_budget_rate{provider,kind}                   gauge    requests a second allowed
   request_budget_tokens{provider,kind}                 gauge    requests that could leave now
   request_budget_paused_seconds{provider,kind}         gauge    left of a pause after a 429
+  budget_amount{team_id,team,member_id,currency}       gauge    a monthly budget (or own limit)
+  budget_spent{...the same}                            gauge    charged this month, that it counts
+  budget_possibly_charged{...the same}                 gauge    possibly charged this month
   poll_delay_seconds                                   gauge    the most overdue step (queue lag)
+  queue_length{queue}                                  gauge    Celery messages no worker took yet
   archive_backlog, archive_delay_seconds               gauges   outputs waiting, most overdue
   workers, worker_heartbeat_age_seconds                gauges   fresh heartbeats, newest's age
+  metrics_unreadable{figures}                          gauge    1: this scrape skipped them
+
+Monthly budgets: a series a budget (costs.models.Budget), so only teams with a budget appear,
+and as many series as budgets: every team's spend in every currency would grow with sign-ups
+and say nothing a budget does not; the costs page has it. member_id is empty for the team's
+budget; no names of people. The sums are the month's daily roll-ups (costs.models.DailyCost) in
+the budget's currency, what ended, as the 80% banner counts; the estimates of what is still
+running, which the refusal at Generate adds, would mean reading raw predictions at every scrape.
+
+A figure that cannot be read (a broker or database down) is left out, not a 500: the scrape
+answers with the rest, metrics_unreadable{figures} says 1 for what it skipped, and one warning
+line says why.
 """
 
+import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from decimal import Decimal
 from itertools import accumulate
 
-from django.db.models import Count
+from django.conf import settings
+from django.db.models import Count, Sum
 from django.utils import timezone
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -31,19 +50,39 @@ from prometheus_client.core import (
     Metric,
 )
 
+from costs.models import Budget, DailyCost, month_of
 from predictions.models import RUNNING, Prediction, Status
 
 from . import health
 from .models import PredictionEnds, RequestTotal, UnknownOutcome
-from .tallies import LATENCY_BUCKETS
+from .tallies import LATENCY_BUCKETS, describe
+
+log = logging.getLogger(__name__)
 
 
 class DarkroomCollector:
     def collect(self) -> Iterator[Metric]:
-        yield from predictions()
-        yield from requests()
-        yield from budgets()
-        yield from lags()
+        unreadable = GaugeMetricFamily(
+            "darkroom_metrics_unreadable",
+            "1 when this scrape could not read these figures and left them out (the log says "
+            "why), else 0.",
+            labels=["figures"],
+        )
+        skipped = []
+        for name, read in FIGURES.items():
+            try:
+                found = list(read())
+            except Exception as exc:
+                # Whatever failed (a broker or database down, a query timed out): the other
+                # figures still answer, rather than a 500 that would hide them all.
+                skipped.append(f"{name} ({describe(exc)})")
+                unreadable.add_metric([name], 1)
+                continue
+            unreadable.add_metric([name], 0)
+            yield from found
+        yield unreadable
+        if skipped:
+            log.warning("/metrics left out figures it could not read: %s", "; ".join(skipped))
 
 
 def registry() -> CollectorRegistry:
@@ -119,7 +158,7 @@ def requests() -> Iterator[Metric]:
     yield latency
 
 
-def budgets() -> Iterator[Metric]:
+def request_budgets() -> Iterator[Metric]:
     labels = ["provider", "kind"]
     rate = GaugeMetricFamily(
         "darkroom_request_budget_rate",
@@ -145,15 +184,78 @@ def budgets() -> Iterator[Metric]:
     yield from (rate, tokens, paused)
 
 
-def lags() -> Iterator[Metric]:
-    now = timezone.now()
-    polls = health.polls(now).figures
+def monthly_budgets() -> Iterator[Metric]:
+    """Each budget, and what it counts of this calendar month so far, from the daily roll-ups:
+    two queries whatever the number of teams."""
+    labels = ["team_id", "team", "member_id", "currency"]
+    amount = GaugeMetricFamily(
+        "darkroom_budget_amount",
+        "A team's monthly budget (member_id empty) or a member's own monthly limit.",
+        labels=labels,
+    )
+    spent = GaugeMetricFamily(
+        "darkroom_budget_spent",
+        "Charged this calendar month in the budget's currency: by the team, or by the member "
+        "for a member's own limit.",
+        labels=labels,
+    )
+    possibly = GaugeMetricFamily(
+        "darkroom_budget_possibly_charged",
+        "Possibly charged this calendar month in the budget's currency (what is still running "
+        "is not counted).",
+        labels=labels,
+    )
+    budgets = list(Budget.objects.select_related("team").order_by("team_id", "pk"))
+    sums: dict[tuple, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+    if budgets:
+        first, last = month_of(timezone.now())
+        # daily_cost_period_idx: the month's rows of each team with a budget.
+        rows = (
+            DailyCost.objects.filter(
+                team__in={budget.team_id for budget in budgets}, day__gte=first, day__lte=last
+            )
+            .order_by()
+            .values_list("team_id", "member_id", "currency")
+            .annotate(spent=Sum("amount"), possibly=Sum("possibly_charged_amount"))
+        )
+        for team_id, member_id, currency, charged, maybe in rows:
+            # The team's budget counts every member's row, a member's limit their own.
+            for whose in {(team_id, None, currency), (team_id, member_id, currency)}:
+                sums[whose][0] += charged
+                sums[whose][1] += maybe
+    for budget in budgets:
+        key = [str(budget.team_id), budget.team.name, str(budget.member_id or ""), budget.currency]
+        charged, maybe = sums[(budget.team_id, budget.member_id, budget.currency)]
+        amount.add_metric(key, float(budget.amount))
+        spent.add_metric(key, float(charged))
+        possibly.add_metric(key, float(maybe))
+    yield from (amount, spent, possibly)
+
+
+def poll_lag() -> Iterator[Metric]:
+    polls = health.polls(timezone.now()).figures
     yield GaugeMetricFamily(
         "darkroom_poll_delay_seconds",
         "How late the most overdue step of any prediction (send, poll, cancel) is.",
         value=polls["oldest_due_seconds"],
     )
-    archive = health.archive(now).figures
+
+
+def queues() -> Iterator[Metric]:
+    length = GaugeMetricFamily(
+        "darkroom_queue_length",
+        "Celery messages waiting in a queue for a worker to take: the default queue (celery: "
+        "predictions' wake-ups and every task but archiving) and the archive queue.",
+        labels=["queue"],
+    )
+    names = [settings.CELERY_TASK_DEFAULT_QUEUE, settings.ARCHIVE_QUEUE]
+    for name, count in zip(names, health.queue_lengths(names), strict=True):
+        length.add_metric([name], count)
+    yield length
+
+
+def archive_lag() -> Iterator[Metric]:
+    archive = health.archive(timezone.now()).figures
     yield GaugeMetricFamily(
         "darkroom_archive_backlog",
         "Outputs waiting to be archived, retries included.",
@@ -164,15 +266,31 @@ def lags() -> Iterator[Metric]:
         "How late the most overdue output to archive is.",
         value=archive["oldest_due_seconds"],
     )
-    workers = health.workers(now).figures
+
+
+def workers() -> Iterator[Metric]:
+    found = health.workers(timezone.now()).figures
     yield GaugeMetricFamily(
         "darkroom_workers",
         "Worker processes whose poller stamped a heartbeat within HEALTH_MAX_HEARTBEAT_AGE.",
-        value=workers["workers"],
+        value=found["workers"],
     )
-    if workers["last_heartbeat_seconds"] is not None:
+    if found["last_heartbeat_seconds"] is not None:
         yield GaugeMetricFamily(
             "darkroom_worker_heartbeat_age_seconds",
             "Seconds since the newest worker heartbeat.",
-            value=workers["last_heartbeat_seconds"],
+            value=found["last_heartbeat_seconds"],
         )
+
+
+# What a scrape reads, each on its own: one that fails leaves the others standing.
+FIGURES: dict[str, Callable[[], Iterator[Metric]]] = {
+    "predictions": predictions,
+    "requests": requests,
+    "request_budget": request_budgets,
+    "budgets": monthly_budgets,
+    "polls": poll_lag,
+    "queues": queues,
+    "archive": archive_lag,
+    "workers": workers,
+}

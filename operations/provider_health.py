@@ -1,18 +1,20 @@
 """The provider health page's figures, for one team: how the providers it uses answered over the
 last hour (requests sent with the team's own key, or with the deployment's key it uses), the
-request budget every team shares, and the team's predictions stuck in `starting`, outputs not
-archived and creates of unknown outcome. Charts are drawn on the server as SVG (the geometry
-here, the markup in templates/operations/_minutes.html): no script, no style attribute.
+request budget every team shares, the team's spend this month against its monthly budget, and
+the team's predictions stuck in `starting`, outputs not archived and creates of unknown outcome.
+Charts are drawn on the server as SVG (the geometry here, the markup in
+templates/operations/_minutes.html): no script, no style attribute.
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import Team
+from costs.models import Budget, BudgetUsage, DailyCost, money, month_of
 from outputs.models import ArchiveState, Output
 from predictions.client import ProviderNotConfigured
 from predictions.models import Prediction, Status
@@ -264,6 +266,28 @@ def budget_uses(minute: datetime) -> list[BudgetUse]:
     return [
         BudgetUse(level, drawn.get((level.provider, level.kind), 0)) for level in budget_levels()
     ]
+
+
+@dataclass(frozen=True)
+class MonthSpend:
+    """The team's calendar month so far: against its monthly budget (with what may have been
+    charged and what is still running, as the Budgets page counts it), or what it spent in each
+    currency when it has none."""
+
+    first_day: date
+    usage: BudgetUsage | None
+    spent: list[str]  # "$2.50", "3.00 EUR": without a budget only
+
+
+def month_spend(team: Team, now: datetime) -> MonthSpend:
+    first, last = month_of(now)
+    budget = Budget.objects.filter(team=team, member=None).first()
+    if budget is not None:
+        return MonthSpend(first, budget.usage(now), [])
+    # daily_cost_period_idx: the month's rows, summed by currency.
+    totals = DailyCost.totals(team, first, last, "currency")
+    spent = [money(row["spent"], row["currency"]) for row in totals if row["currency"]]
+    return MonthSpend(first, None, spent)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from predictions.models import Prediction
 
 from . import health, metrics
 from .models import UnknownOutcome
-from .provider_health import provider_panels, team_trouble
+from .provider_health import month_spend, provider_panels, team_trouble
 
 
 @never_cache
@@ -28,7 +28,13 @@ def healthz(request):
         "reasons": failing,
         "checks": {check.name: {"ok": check.ok, **check.figures} for check in checks},
     }
-    return JsonResponse(body, status=503 if failing else 200)
+    response = JsonResponse(body, status=503 if failing else 200)
+    health.health_log.note(checks)
+    # Django logs every response of 500 and more on django.request as an ERROR
+    # (django.utils.log.log_response), unless it is marked as logged: health_log has said what
+    # a probe found.
+    response._has_been_logged = True
+    return response
 
 
 @never_cache
@@ -51,12 +57,14 @@ def metrics_view(request):
 
 @team_required(Role.OWNER)
 def provider_health(request):
-    """How the team's providers answered over the last hour, the budget every team shares,
-    and the team's predictions and outputs that need a look."""
+    """How the team's providers answered over the last hour, the request budget every team
+    shares, the team's spend against its monthly budget, and the team's predictions and outputs
+    that need a look."""
     now = timezone.now()
     context = {
         "checks": health.checks(),
         "panels": provider_panels(request.membership.team, now),
+        "spend": month_spend(request.membership.team, now),
         "trouble": team_trouble(
             for_team(request, Prediction.objects.all()),
             for_team(request, Output.objects.all()),

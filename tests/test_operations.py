@@ -6,18 +6,23 @@ import logging
 import os
 import re
 import socket
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import strip_tags
 from prometheus_client.parser import text_string_to_metric_families
 
 from accounts.models import ProviderCredential, Role
+from costs.models import Budget, DailyCost, day_of
 from dashboard.celery import app as celery_app
 from operations import tallies
 from operations.logs import JsonFormatter, OneLineSuspiciousRequests
@@ -175,6 +180,43 @@ def test_healthz_says_when_archiving_falls_behind():
     )
 
 
+@pytest.mark.django_db
+def test_a_failing_healthz_is_one_warning_line_while_it_fails_not_an_error_a_probe(
+    settings, caplog
+):
+    Heartbeat.stamp("worker-host:12")
+    assert health()[0] == 200  # whatever this process's /healthz said before, it is fine now
+    Heartbeat.objects.all().delete()
+    caplog.clear()
+
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):  # a load balancer's probes
+            assert health()[0] == 503
+        broker, settings.CELERY_BROKER_URL = settings.CELERY_BROKER_URL, "redis://127.0.0.1:1/0"
+        assert health()[0] == 503  # a second check fails too
+        assert health()[0] == 503
+        settings.CELERY_BROKER_URL = broker
+        Heartbeat.stamp("worker-host:12")
+        assert health()[0] == 200
+        assert health()[0] == 200
+
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "operations.health",
+            "WARNING",
+            "/healthz is failing: no worker has stamped a heartbeat yet",
+        ),
+        (
+            "operations.health",
+            "WARNING",
+            "/healthz is failing: no worker has stamped a heartbeat yet; "
+            "the broker cannot be reached (ConnectionError)",
+        ),
+        ("operations.health", "INFO", "/healthz is ok again"),
+    ]
+    assert json.loads(JsonFormatter().format(caplog.records[0]))["status_code"] == 503
+
+
 # --- What processes count ------------------------------------------------------------------------
 
 
@@ -308,6 +350,108 @@ def test_metrics_count_requests_predictions_budgets_and_backlogs(
     assert value(found, "darkroom_workers") == 0
 
 
+def spent(team, amount: str, member=None, possibly: str = "0", currency="USD", day=None) -> None:
+    """A day's roll-up of the team's costs, as costs.models.DailyCost.move() leaves it."""
+    DailyCost.objects.create(
+        team=team,
+        member=member,
+        day=day or day_of(timezone.now()),
+        provider="replicate",
+        model=MODEL,
+        status="succeeded",
+        currency=currency,
+        count=1,
+        amount=Decimal(amount),
+        possibly_charged_amount=Decimal(possibly),
+    )
+
+
+@pytest.mark.django_db
+def test_metrics_show_each_budget_and_what_this_month_spent_against_it(settings):
+    settings.METRICS_TOKEN = "scrape-me"
+    studio, unbudgeted = make_team("Studio"), make_team("No budget")
+    mia, sam = make_user("mia", studio), make_user("sam", studio)
+    Budget.objects.create(team=studio, amount=Decimal("100"), currency="USD")
+    Budget.objects.create(team=studio, member=mia, amount=Decimal("20"), currency="USD")
+    last_month = day_of(timezone.now()).replace(day=1) - timedelta(days=1)
+    spent(studio, "12.50", member=mia, possibly="1.25")
+    spent(studio, "30", member=sam)
+    spent(studio, "5")  # a deleted member's
+    spent(studio, "7", member=mia, currency="EUR")  # not what the budgets count
+    spent(studio, "40", member=mia, day=last_month)
+    spent(unbudgeted, "99")
+
+    found = samples(scrape())
+
+    team = {"team_id": str(studio.pk), "team": "Studio", "currency": "USD"}
+    assert value(found, "darkroom_budget_amount", **team, member_id="") == 100
+    assert value(found, "darkroom_budget_spent", **team, member_id="") == 47.5
+    assert value(found, "darkroom_budget_possibly_charged", **team, member_id="") == 1.25
+    assert value(found, "darkroom_budget_amount", **team, member_id=str(mia.pk)) == 20
+    assert value(found, "darkroom_budget_spent", **team, member_id=str(mia.pk)) == 12.5
+    assert value(found, "darkroom_budget_possibly_charged", **team, member_id=str(mia.pk)) == 1.25
+    budget_series = [key for key in found if key[0].startswith("darkroom_budget_")]
+    assert len(budget_series) == 6  # a team without a budget has none
+    assert value(found, "darkroom_metrics_unreadable", figures="budgets") == 0
+
+
+@contextmanager
+def queues_of_their_own(settings) -> Iterator[tuple[str, str]]:
+    """A predictions queue and an archive queue of this test's own, deleted afterwards."""
+    name = f"metrics-{uuid.uuid4().hex[:8]}"
+    settings.CELERY_TASK_DEFAULT_QUEUE, settings.ARCHIVE_QUEUE = name, f"{name}-archive"
+    try:
+        yield name, f"{name}-archive"
+    finally:
+        with celery_app.connection_for_write() as conn:
+            for queue in (name, f"{name}-archive"):
+                conn.default_channel.queue_delete(queue)
+
+
+@pytest.mark.django_db
+def test_metrics_count_the_messages_waiting_in_the_celery_queues(settings):
+    settings.METRICS_TOKEN = "scrape-me"
+    with queues_of_their_own(settings) as (predictions_queue, archive_queue):
+        for _ in range(3):
+            celery_app.send_task("predictions.tasks.dispatch_due", queue=predictions_queue)
+        celery_app.send_task("outputs.tasks.archive", args=[0, 0], queue=archive_queue)
+        celery_app.send_task(  # a priority of its own: another list on Redis
+            "outputs.tasks.archive", args=[0, 0], queue=archive_queue, priority=9
+        )
+
+        found = samples(scrape())
+
+    assert value(found, "darkroom_queue_length", queue=predictions_queue) == 3
+    assert value(found, "darkroom_queue_length", queue=archive_queue) == 2
+    assert value(found, "darkroom_metrics_unreadable", figures="queues") == 0
+
+
+@pytest.mark.django_db
+def test_metrics_leave_out_the_queues_of_a_broker_that_does_not_answer_and_say_so_once(
+    settings, caplog, tmp_path
+):
+    settings.METRICS_TOKEN = "scrape-me"
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
+    with caplog.at_level(logging.WARNING):
+        answer = scrape()
+
+    assert answer.status_code == 200
+    found = samples(answer)
+    assert value(found, "darkroom_metrics_unreadable", figures="queues") == 1
+    assert value(found, "darkroom_metrics_unreadable", figures="predictions") == 0
+    assert not [key for key in found if key[0] == "darkroom_queue_length"]
+    assert "darkroom_poll_delay_seconds" in {key[0] for key in found}
+    [line] = [r.getMessage() for r in caplog.records if r.name == "operations.metrics"]
+    assert line.startswith("/metrics left out figures it could not read: queues (ConnectionError: ")
+
+    settings.CELERY_BROKER_URL = "filesystem://localhost//"
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(tmp_path / "missing")}
+    answer = scrape()
+    assert answer.status_code == 200
+    assert value(samples(answer), "darkroom_metrics_unreadable", figures="queues") == 1
+
+
 # --- The provider health page --------------------------------------------------------------------
 
 
@@ -401,6 +545,147 @@ def test_the_provider_health_page_lists_what_of_the_team_needs_a_look(
     assert "acme/theirs" in theirs.content.decode()
     assert "acme/stuck" not in theirs.content.decode()
     assert "acme/lost" not in theirs.content.decode()
+
+
+def requests_in(minute: datetime, account: str, provider: str, request: str, *outcomes) -> None:
+    """A minute's requests as tallies store them: (outcome, count, seconds, slowest) each."""
+    for outcome, count, seconds, slowest in outcomes:
+        RequestMinute.objects.create(
+            account=account,
+            minute=minute,
+            provider=provider,
+            request=request,
+            outcome=outcome,
+            count=count,
+            seconds=seconds,
+            slowest=slowest,
+        )
+
+
+def section(page: str, heading: str) -> str:
+    """The page's <section> that the heading with the id `heading` labels."""
+    found = re.search(rf'<section[^>]*aria-labelledby="{heading}".*?</section>', page, re.S)
+    assert found, f"no section labelled by #{heading}"
+    return found[0]
+
+
+def table_rows(html: str) -> list[list[str]]:
+    """Each row of the tables in `html`, as the text of its cells."""
+    return [
+        [" ".join(strip_tags(cell).split()) for cell in re.findall(r"<t[hd].*?</t[hd]>", row)]
+        for row in re.findall(r"<tr>.*?</tr>", html, re.S)
+    ]
+
+
+def latency_columns(html: str, provider: str) -> dict[str, str]:
+    """The latency chart's columns that have a height: each minute's words, and the height."""
+    [chart] = re.findall(
+        rf'<svg[^>]*aria-labelledby="latency-{provider}-title".*?</svg>', html, re.S
+    )
+    columns = {}
+    for column in re.findall(r"<g>.*?</g>", chart, re.S):
+        [title] = re.findall(r"<title>(.*?)</title>", column)
+        height = re.search(r'<rect class="minute-latency"[^>]*height="([\d.]+)"', column)
+        if height:
+            columns[title] = height[1]
+    return columns
+
+
+def at_least_seconds_left_in_this_minute(seconds: float) -> None:
+    """The page reads "the last minute" when it renders: a test that wrote that minute's rows
+    just before the clock turned would find them a minute older."""
+    now = timezone.now()
+    if now.second + now.microsecond / 1_000_000 > 60 - seconds:
+        time.sleep(60.5 - now.second - now.microsecond / 1_000_000)
+
+
+@pytest.mark.django_db
+def test_the_provider_health_page_shows_each_providers_latency_errors_and_budgets_over_time(
+    settings,
+):
+    settings.DEFAULT_PROVIDER = "simulator"
+    configure_provider(settings, "replicate", token="r8_deployment")
+    studio = make_team("Studio")
+    at_least_seconds_left_in_this_minute(10)
+    this_minute = timezone.now().replace(second=0, microsecond=0)
+    earlier, last = this_minute - timedelta(minutes=5), this_minute - timedelta(minutes=1)
+    deployment, theirs = tallies.account_of("r8_deployment"), tallies.account_of("r8_elsewhere")
+    requests_in(earlier, deployment, "replicate", "get", ("ok", 4, 0.8, 0.35))
+    requests_in(earlier, deployment, "replicate", "get", ("server_error", 1, 1.2, 1.2))
+    requests_in(last, deployment, "replicate", "create", ("ok", 10, 15.0, 2.5))
+    requests_in(last, deployment, "replicate", "create", ("throttled", 2, 0.1, 0.06))
+    requests_in(last, theirs, "replicate", "get", ("ok", 30, 3.0, 0.2))  # another team's key
+    demo = tallies.account_of(studio.simulator_token())
+    demo_minute = this_minute - timedelta(minutes=10)
+    requests_in(demo_minute, demo, "simulator", "get", ("ok", 3, 0.15, 0.08))
+
+    page = owner_of(studio, "otto").get(reverse("operations:provider_health")).content.decode()
+
+    def minute(moment: datetime) -> str:
+        return f"{timezone.localtime(moment):%H:%M}"
+
+    replicate = section(page, "provider-replicate-heading")
+    assert "Requests sent with the deployment's key" in replicate
+    figures = dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", replicate))
+    assert {name: strip_tags(text) for name, text in figures.items()} == {
+        "Requests": "17",  # the team's own, not the other key's 30
+        "Errors": "3 17.6 %",
+        "Rate limited (429)": "2",
+        "Average time": "1.0 s",
+        "Slowest": "2.5 s",
+    }
+    earlier_words = (
+        f"{minute(earlier)}: 5 requests, 1 error (20.0 %), 400 ms on average, the slowest 1.2 s"
+    )
+    last_words = (
+        f"{minute(last)}: 12 requests, 2 errors (16.7 %), 1.3 s on average, the slowest 2.5 s"
+    )
+    assert "Average time of a request, a minute; the tallest column: 1.3 s" in replicate
+    assert latency_columns(replicate, "replicate") == {earlier_words: "31.79", last_words: "100"}
+    assert replicate.count(f"<title>{earlier_words}</title>") == 2  # requests and latency charts
+    minutes_table, budgets_table = re.findall(r"<table.*?</table>", replicate, re.S)
+    assert table_rows(minutes_table) == [
+        ["Minute", "Requests", "Errors", "429", "Average", "Slowest"],
+        [minute(last), "12", "2 16.7 %", "2", "1.3 s", "2.5 s"],
+        [minute(earlier), "5", "1 20.0 %", "0", "400 ms", "1.2 s"],
+    ]
+    # The budget every team shares, with whatever key: in the last full minute, 12 creates of
+    # the 600 allowed (10 a second) and 30 queries of the 3,000 allowed (50 a second).
+    assert table_rows(budgets_table) == [
+        ["Requests", "Allowed", "Used in the last minute", "Now"],
+        ["Polls and cancels", "50 a second", "1 %", "Available"],
+        ["Creates", "10 a second", "2 %", "Available"],
+    ]
+
+    demo_panel = section(page, "provider-simulator-heading")
+    demo_words = (
+        f"{minute(demo_minute)}: 3 requests, 0 errors (0.0 %), 50 ms on average, the slowest 80 ms"
+    )
+    assert latency_columns(demo_panel, "simulator") == {demo_words: "100"}
+    assert [minute(demo_minute), "3", "0 0.0 %", "0", "50 ms", "80 ms"] in table_rows(demo_panel)
+    assert earlier_words not in demo_panel and demo_words not in replicate
+
+
+@pytest.mark.django_db
+def test_the_provider_health_page_shows_the_teams_spend_against_its_monthly_budget():
+    studio, unbudgeted = make_team("Studio"), make_team("No budget")
+    Budget.objects.create(team=studio, amount=Decimal("10"), currency="USD")
+    today = day_of(timezone.now())
+    spent(studio, "2.50")
+    spent(studio, "4", day=today.replace(day=1) - timedelta(days=1))  # last month's
+    spent(unbudgeted, "3.20")
+    month = f"{today:%B %Y}"
+    url = reverse("operations:provider_health")
+
+    budgeted = section(owner_of(studio, "otto").get(url).content.decode(), "spend-heading")
+    without = section(owner_of(unbudgeted, "olga").get(url).content.decode(), "spend-heading")
+
+    assert "<strong>25%</strong> of $10.00" in budgeted
+    assert f"$2.50 spent in {month}." in budgeted
+    assert reverse("costs:budgets") in budgeted
+    assert f"No monthly budget: the team may spend without a limit. Spent in {month}: $3.20." in (
+        " ".join(strip_tags(without).split())
+    )
 
 
 # --- Logs ----------------------------------------------------------------------------------------
