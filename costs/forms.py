@@ -1,9 +1,11 @@
+from datetime import date, datetime, time
 from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -13,7 +15,16 @@ from predictions.filters import date_field, member_field, team_members
 from predictions.forms import clean_model_name
 from predictions.models import RUNNING, Status
 
-from .models import Budget, PriceRule, Unit, check_price_start, day_of, money, no_price_in
+from .models import (
+    LARGEST_PRICE,
+    Budget,
+    PriceRule,
+    Unit,
+    check_price_start,
+    day_of,
+    money,
+    no_price_in,
+)
 from .reports import Period, preset_period
 
 # A custom period's longest: a year of daily columns.
@@ -163,6 +174,72 @@ class PriceRuleForm(forms.ModelForm):
                 "choose another moment.",
             )
         return data
+
+
+class PriceChangeForm(forms.Form):
+    """A team rule's new price from a day on (see `PriceRule.change_price`): the costs of the
+    predictions submitted before that day stay as they were."""
+
+    unit = forms.ChoiceField(choices=Unit.choices)
+    amount = forms.DecimalField(
+        label="New price",
+        min_value=0,
+        max_value=LARGEST_PRICE,
+        max_digits=14,
+        decimal_places=8,
+        error_messages={
+            "min_value": "A price cannot be negative.",
+            "max_value": f"At most {LARGEST_PRICE:,} a unit: a higher price is a typing mistake.",
+            "max_decimal_places": "At most %(max)s decimal places.",
+        },
+    )
+    # A day of the deployment's TIME_ZONE, the zone of the costs pages' days.
+    since = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    source = forms.CharField(
+        required=False,
+        max_length=500,
+        widget=forms.TextInput(attrs={"placeholder": "Our invoice of 1 Dec 2026"}),
+        help_text="Where the new price comes from.",
+    )
+
+    def __init__(self, *args, rule: PriceRule, **kwargs) -> None:
+        initial = {
+            "unit": rule.unit,
+            "amount": f"{rule.amount.normalize():f}",
+            "since": day_of(timezone.now()),
+        }
+        # Ids of the rule's own: the page has a form for each of the team's rules.
+        super().__init__(
+            *args, initial=initial, auto_id=f"rule-{rule.pk}-%s", label_suffix="", **kwargs
+        )
+        self.rule = rule
+        first = day_of(rule.effective_from)
+        self.fields["since"].help_text = (
+            f"A day in {settings.TIME_ZONE}, from {first.day} {first:%B %Y} on. The predictions "
+            "submitted before it keep their costs; those from it on are priced again."
+        )
+
+    def clean_since(self) -> date:
+        day = self.cleaned_data["since"]
+        check_price_start(datetime.combine(day, time.min))
+        return day
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if "since" in data:
+            try:
+                self.rule.change_start(data["since"])
+            except ValidationError as refusal:
+                self.add_error("since", refusal)
+        same = (data.get("unit"), data.get("amount")) == (self.rule.unit, self.rule.amount)
+        if same:
+            self.add_error("amount", "That is the price already: change the price or the unit.")
+        return data
+
+    def save(self) -> PriceRule:
+        """The change made; a ValidationError if it no longer fits (see `change_price`)."""
+        data = self.cleaned_data
+        return self.rule.change_price(data["unit"], data["amount"], data["since"], data["source"])
 
 
 class BudgetForm(forms.Form):

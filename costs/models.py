@@ -33,7 +33,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Sum
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, RestrictedError, Sum
 from django.utils import timezone
 
 from accounts.models import Team
@@ -221,7 +221,8 @@ class PriceRule(models.Model):
     The deployment's rules (no team) are seeded from published prices; a team's own rule for the
     same model overrides them. A price change is a new rule with a later `effective_from`; saving
     a rule that takes effect in the past has the predictions it covers priced again in the
-    background (see `Repricing`).
+    background (see `Repricing`). Owners change the team's own rules in the app (see
+    `change_price`), and delete one only while it has priced nothing.
     """
 
     team = models.ForeignKey(
@@ -465,6 +466,83 @@ class PriceRule(models.Model):
         return Charge(
             Kind.POSSIBLY_CHARGED, estimate.amount, f"{why} If so: {estimate.explanation}."
         )
+
+    # --- Changed by owners ---------------------------------------------------------------
+
+    def next_rule(self) -> "PriceRule | None":
+        """The team's (or deployment's) next rule for the same model: where this one stops."""
+        later = PriceRule.objects.filter(
+            team=self.team_id,
+            provider=self.provider,
+            model=self.model,
+            effective_from__gt=self.effective_from,
+        )
+        return later.order_by("effective_from").first()
+
+    def change_start(self, day: date) -> datetime:
+        """When a change of this rule's price from `day` (a day of the deployment's TIME_ZONE)
+        takes effect: that day's start, or this rule's own if it began later that day. A
+        ValidationError if `day` is before this rule began, or once its next rule took over."""
+        first = day_of(self.effective_from)
+        if day < first:
+            raise ValidationError(
+                f"This price starts on {first.day} {first:%B %Y}: change it from that day or a "
+                "later one.",
+                code="before_start",
+            )
+        start = max(start_of_day(day), self.effective_from)
+        following = self.next_rule()
+        if following is not None and start >= following.effective_from:
+            since = timezone.localtime(following.effective_from, timezone.get_default_timezone())
+            raise ValidationError(
+                f"From {day.day} {day:%B %Y} the price is {following.price_text}, from "
+                f"{since:%Y-%m-%d %H:%M}: change that one instead.",
+                code="superseded",
+            )
+        return start
+
+    def change_price(self, unit: str, amount: Decimal, day: date, source: str = "") -> "PriceRule":
+        """This team rule's price changed from `day` on, and the rule that now says so.
+
+        A new rule from that day's start: the predictions submitted before it keep their costs.
+        From this rule's own start (the day it began), the rule itself is corrected instead.
+        Either way its save has the predictions it covers from then on priced again in the
+        background, and the roll-ups follow them (see `save`). A ValidationError if `day` no
+        longer fits (see `change_start`) or the rule was deleted meanwhile.
+        """
+        with transaction.atomic():
+            # Two changes of one rule at once (a double click) take turns, and the second is
+            # checked against the first's rule. No key lock: a worker pricing a prediction with
+            # this rule meanwhile does not wait for it.
+            rules = PriceRule.objects.select_for_update(no_key=True).order_by("pk")
+            rule = rules.filter(pk=self.pk).first()
+            if rule is None:
+                raise ValidationError("This price was deleted meanwhile.", code="deleted")
+            start = rule.change_start(day)
+            if start != rule.effective_from:
+                rule = PriceRule(
+                    team_id=rule.team_id,
+                    provider=rule.provider,
+                    model=rule.model,
+                    currency=rule.currency,
+                    effective_from=start,
+                )
+            rule.unit, rule.amount = unit, amount
+            rule.source = source or rule.source
+            rule.save()
+        return rule
+
+    def delete_unless_used(self) -> bool:
+        """Delete this team rule if it priced no prediction; False, and nothing deleted, if it
+        did. The team's costs lock is held exclusively, so no cost of the team is being priced
+        with the rule meanwhile (a worker reads the rules once it holds the lock)."""
+        try:
+            with transaction.atomic():
+                lock_team_costs(self.team_id, exclusive=True)
+                self.delete()
+        except RestrictedError:
+            return False
+        return True
 
 
 # --- What each prediction cost ----------------------------------------------------------------

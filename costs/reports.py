@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.urls import reverse
 from django.utils import timezone
@@ -382,8 +382,12 @@ class PricedModel:
 
 
 def price_list(team_id: int, at) -> list[PricedModel]:
-    rules = PriceRule.objects.filter(Q(team=None) | Q(team=team_id)).order_by(
-        "provider", "model", F("team").asc(nulls_last=True), "-effective_from"
+    """The team's and the deployment's rules by model; each says whether it `priced` any
+    prediction (such a rule cannot be deleted)."""
+    rules = (
+        PriceRule.objects.filter(Q(team=None) | Q(team=team_id))
+        .annotate(priced=Exists(PredictionCost.objects.filter(rule=OuterRef("pk"))))
+        .order_by("provider", "model", F("team").asc(nulls_last=True), "-effective_from")
     )
     return [
         PricedModel(provider, model, group, PriceRule.choose(group, at))

@@ -2,6 +2,7 @@ from collections import defaultdict
 
 from django.conf import settings
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.http import StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -9,12 +10,12 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_POST
 
 from accounts.models import AuditEvent, Role
-from accounts.teams import team_required
+from accounts.teams import team_object_or_404, team_required
 from predictions.filters import team_members
 
 from .charts import day_columns
-from .forms import BudgetForm, CostFilterForm, PriceRuleForm
-from .models import Budget, DailyCost, Repricing, month_of
+from .forms import BudgetForm, CostFilterForm, PriceChangeForm, PriceRuleForm
+from .models import Budget, DailyCost, PriceRule, Repricing, month_of
 from .reports import Sums, build_report, csv_lines, estimate_request, price_list
 
 
@@ -76,19 +77,39 @@ def estimate(request):
 
 @team_required()
 def prices(request):
-    form = PriceRuleForm(team=request.membership.team) if request.membership.is_owner else None
-    return prices_page(request, form)
+    return prices_page(request)
 
 
-def prices_page(request, form: PriceRuleForm | None, status: int = 200):
-    team_id = request.membership.team_id
+def prices_page(
+    request,
+    form: PriceRuleForm | None = None,
+    status: int = 200,
+    change: PriceChangeForm | None = None,
+):
+    """The price rules the team sees. Owners also get the form to add one, and on each of the
+    team's own rules, its change form and (while it has priced nothing) a delete button; `form`
+    and `change` are forms sent back with their errors."""
+    membership = request.membership
+    models = price_list(membership.team_id, timezone.now())
+    if membership.is_owner:
+        if form is None:
+            form = PriceRuleForm(team=membership.team)
+        for rule in (rule for entry in models for rule in entry.rules if rule.team_id):
+            sent_back = change is not None and change.rule.pk == rule.pk
+            rule.change_form = change if sent_back else PriceChangeForm(rule=rule)
     context = {
-        "models": price_list(team_id, timezone.now()),
+        "models": models,
         "form": form,
+        "editable": membership.is_owner,
         "time_zone": settings.TIME_ZONE,
-        "repricing_since": Repricing.pending_since(team_id),
+        "repricing_since": Repricing.pending_since(membership.team_id),
     }
     return render(request, "costs/prices.html", context, status=status)
+
+
+def local_start(rule: PriceRule) -> str:
+    start = timezone.localtime(rule.effective_from, timezone.get_default_timezone())
+    return f"{start:%Y-%m-%d %H:%M} {settings.TIME_ZONE}"
 
 
 @team_required(Role.OWNER)
@@ -101,14 +122,64 @@ def add_price(request):
     if not form.is_valid():
         return prices_page(request, form, status=400)
     rule = form.save()
-    start = timezone.localtime(rule.effective_from, timezone.get_default_timezone())
     AuditEvent.record(
         team,
         request.user,
         "price_rule_added",
-        f"{request.user} priced {rule} from {start:%Y-%m-%d %H:%M} {settings.TIME_ZONE}",
+        f"{request.user} priced {rule} from {local_start(rule)}",
     )
     messages.success(request, f"Added the price {rule}.")
+    return redirect("costs:prices")
+
+
+@team_required(Role.OWNER)
+@require_POST
+def change_price(request, pk: int):
+    """A team rule's new price from a day on: a new rule from that day, so the costs of the
+    predictions submitted before it stay as they were (or, from the rule's first day, the rule
+    corrected). Those it covers are priced again in the background. The deployment's rules are
+    not the team's to change: a team adds a price of its own instead."""
+    rule = team_object_or_404(request, PriceRule, pk=pk)
+    before = str(rule)
+    form = PriceChangeForm(request.POST, rule=rule)
+    changed = None
+    if form.is_valid():
+        try:
+            changed = form.save()
+        except ValidationError as refusal:  # another owner's change or deletion came first
+            form.add_error(None, refusal)
+    if changed is None:
+        return prices_page(request, status=400, change=form)
+    AuditEvent.record(
+        request.membership.team,
+        request.user,
+        "price_rule_changed",
+        f"{request.user} changed {before} to {changed.price_text} from {local_start(changed)}",
+    )
+    messages.success(request, f"{changed.model}: {changed.price_text} from {local_start(changed)}.")
+    return redirect("costs:prices")
+
+
+@team_required(Role.OWNER)
+@require_POST
+def delete_price(request, pk: int):
+    """Deletes a team rule caught as a mistake before it priced anything; one that priced
+    predictions stays, as their costs say what they were priced with."""
+    rule = team_object_or_404(request, PriceRule, pk=pk)
+    if not rule.delete_unless_used():
+        messages.error(
+            request,
+            f"The price {rule} has priced predictions, so it stays: "
+            "change its price from a day instead.",
+        )
+        return redirect("costs:prices")
+    AuditEvent.record(
+        request.membership.team,
+        request.user,
+        "price_rule_deleted",
+        f"{request.user} deleted the price {rule} from {local_start(rule)}",
+    )
+    messages.success(request, f"Deleted the price {rule}.")
     return redirect("costs:prices")
 
 

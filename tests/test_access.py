@@ -7,15 +7,18 @@ The matrix is checked against the URL configuration, so a view added without a r
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import pytest
 from django.core import signing
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
 from accounts.models import Invite, Membership, ProviderCredential, Role
 from api.models import ApiToken
 from api.shapes import FILE_SALT
+from costs.models import PriceRule
 from outputs.models import Board, ShareLink
 
 from .conftest import make_output, make_prediction, make_team, make_user
@@ -135,6 +138,24 @@ def price_data(world: World) -> dict:
         "currency": "USD",
         "effective_from": "2026-01-01T00:00",
     }
+
+
+def team_price(world: World) -> list:
+    """One of the team's own price rules, from a month ago (its change and delete actions)."""
+    start = timezone.now() - timedelta(days=30)
+    rule = PriceRule.objects.create(
+        team=world.team,
+        provider="replicate",
+        model="acme/painter",
+        unit="per_image",
+        amount="0.01",
+        effective_from=start,
+    )
+    return [rule.pk]
+
+
+def price_change_data(world: World) -> dict:
+    return {"unit": "per_image", "amount": "0.02", "since": timezone.localdate().isoformat()}
 
 
 def member_token(world: World) -> list:
@@ -270,6 +291,16 @@ MATRIX: dict[str, Row] = {
     "costs:estimate": Row(signed_in(200, viewer=403), data=estimate_query, also_htmx=True),
     "costs:prices": Row(signed_in(200)),
     "costs:add_price": Row(signed_in(403, owner=302, outsider=302), method="post", data=price_data),
+    # The team's own rules: another team's (and the deployment's) answer 404.
+    "costs:change_price": Row(
+        signed_in(403, owner=302, outsider=404),
+        method="post",
+        args=team_price,
+        data=price_change_data,
+    ),
+    "costs:delete_price": Row(
+        signed_in(403, owner=302, outsider=404), method="post", args=team_price
+    ),
     "costs:budgets": Row(signed_in(200)),
     "costs:save_budget": Row(
         signed_in(403, owner=302, outsider=302),
