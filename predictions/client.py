@@ -18,6 +18,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from operations import tallies
 
@@ -363,3 +365,11 @@ def shared_client() -> ProviderClient:
     if _shared is None or _shared[0] != os.getpid():
         _shared = (os.getpid(), ProviderClient())
     return _shared[1]
+
+
+@receiver(setting_changed)
+def forget_shared_client(setting: str, **kwargs) -> None:
+    """The shared client reads the timeouts once: a test that changes them gets a new one."""
+    global _shared
+    if setting in ("PROVIDER_CONNECT_TIMEOUT", "PROVIDER_READ_TIMEOUT"):
+        _shared = None

@@ -410,6 +410,26 @@ def test_a_stalled_create_answers_late_and_was_created_only_if_it_got_through(
     assert simulator.stats()["predictions_created"] == created
 
 
+def test_a_stall_burst_stalls_only_the_next_requests_to_the_fault_endpoints(simulator):
+    simulator.faults.stall_burst = 1
+    simulator.faults.stall_seconds = 0.3
+    simulator.faults.endpoints = ["get"]
+    with api_for(simulator) as api:
+        started = time.monotonic()
+        created = create(api).json()
+        created_in = time.monotonic() - started
+        polls = []
+        for _ in range(2):
+            started = time.monotonic()
+            polls.append((api.get(f"/predictions/{created['id']}"), time.monotonic() - started))
+
+    assert created_in < 0.3
+    [(stalled, stalled_for), (next_poll, next_for)] = polls
+    assert stalled.status_code == next_poll.status_code == 200
+    assert stalled_for >= 0.3 > next_for
+    assert simulator.faults.stall_burst == 0
+
+
 def test_stopping_the_simulator_ends_a_stalled_request_at_once():
     sim = Simulator(speed=50, faults=Faults(stall_rate=1.0)).start()
     with ThreadPoolExecutor(1) as pool:

@@ -121,6 +121,9 @@ class Faults:
     slow_seconds: float = field(default=3.0, metadata={"help": "delay of a slow response"})
     stall_rate: float = field(default=0.0, metadata={"help": "fraction of requests that hang"})
     stall_seconds: float = field(default=300.0, metadata={"help": "how long a stall hangs"})
+    stall_burst: int = field(
+        default=0, metadata={"help": "stall the next N requests to the fault endpoints"}
+    )
     malformed_rate: float = field(
         default=0.0, metadata={"help": "fraction of responses with a truncated body"}
     )
@@ -571,7 +574,7 @@ class Engine:
         """Decide whether this request misbehaves, and how."""
         faults = self.faults
         if faults.rate_limit_burst <= 0 and not (
-            endpoint in faults.endpoints and faults.any_random()
+            endpoint in faults.endpoints and (faults.stall_burst > 0 or faults.any_random())
         ):
             # Most requests meet no fault at all: they need no lock to learn that.
             return None
@@ -581,6 +584,9 @@ class Engine:
                 return Fault("rate_limit")
             if endpoint not in faults.endpoints:
                 return None
+            if faults.stall_burst > 0:
+                faults.stall_burst -= 1
+                return Fault("stall", 504)
             if self._happens(faults.rate_limit_rate):
                 return Fault("rate_limit")
             if self._happens(faults.server_error_rate):
