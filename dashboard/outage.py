@@ -6,6 +6,10 @@ create is only ever sent for a saved prediction). A form sent during an outage c
 its values in a form that posts them to the same address again, its request key included, so
 trying again once the database is back sends it at most once. Passwords and keys are never
 written back into a page.
+
+A form sent through htmx (the studio's Generate) gets the message alone, to put at the top of
+the form that sent it: that form, still on screen, keeps every value as typed, the inputs of
+its model included, which this page could not draw without the database.
 """
 
 import logging
@@ -72,6 +76,12 @@ def unavailable(request: HttpRequest, error: Exception) -> HttpResponse:
         response = JsonResponse(
             {"title": "Service Unavailable", "detail": message, "status": 503}, status=503
         )
+    elif request.method == "POST" and request.headers.get("HX-Request") == "true":
+        # htmx swaps no 5xx by itself: a page that shows this one says so in its own script
+        # (static/js/studio.js). Placed first in the sending element, not over it.
+        response = render(request, "503.html#notice", {"message": message}, status=503)
+        response["HX-Retarget"] = "this"
+        response["HX-Reswap"] = "afterbegin"
     else:
         context = {"message": message, "kept": kept_fields(request)}
         response = render(request, "503.html", context, status=503)

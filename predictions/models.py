@@ -19,6 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.db import (
     IntegrityError,
     InterfaceError,
@@ -114,6 +115,31 @@ RESOLVE_MARGIN = timedelta(seconds=60)
 LOOK_RETRIES = 5
 CHECK_DASHBOARD = "Check the provider's dashboard before submitting it again."
 WILL_LOOK = "Darkroom will look for it among the provider's predictions."
+
+
+# Outputs a prediction's page shows at once: a prediction may bring thousands, and a page
+# renders what it lists. The others are a page further on (Prediction.output_page).
+OUTPUTS_PER_PAGE = 100
+# The environment variable the snippets read a Darkroom API token from, as the API page's do.
+DARKROOM_TOKEN_VARIABLE = "DARKROOM_API_TOKEN"
+
+
+class OutputPage(Page):
+    """A page of one prediction's outputs, with what its pager says."""
+
+    @property
+    def after(self) -> int:
+        """How many of the prediction's outputs come after this page's."""
+        return self.paginator.count - self.end_index()
+
+    @property
+    def next_size(self) -> int:
+        return min(self.after, self.paginator.per_page)
+
+
+class OutputPaginator(Paginator):
+    def _get_page(self, *args, **kwargs) -> OutputPage:
+        return OutputPage(*args, **kwargs)
 
 
 def error_backoff(errors: int, retry_after: float | None) -> timedelta:
@@ -269,6 +295,19 @@ class Prediction(models.Model):
         urls = [output] if isinstance(output, str) else output if isinstance(output, list) else []
         return [u for u in urls if isinstance(u, str) and u.startswith(("https://", "http://"))]
 
+    def output_page(self, number: Any) -> OutputPage:
+        """One page of its outputs, the `number`th (as `?page=` gives it) of OUTPUTS_PER_PAGE
+        each: anything but a page number is the first page, and a number past the end (outputs
+        deleted since the link was made) the last."""
+        paginator = OutputPaginator(self.outputs.all(), OUTPUTS_PER_PAGE)
+        try:
+            return paginator.page(number)
+        except PageNotAnInteger:
+            return paginator.page(1)
+        except EmptyPage:
+            # Raised only for a whole number (validate_number read it as one).
+            return paginator.page(paginator.num_pages if int(number) > 1 else 1)
+
     @property
     def provider_label(self) -> str:
         return provider_label(self.provider)
@@ -324,8 +363,10 @@ class Prediction(models.Model):
 
     # --- The same request, by hand -------------------------------------------------------
 
-    def create_url(self) -> str | None:
-        """Where this prediction's create is sent; None for an unknown provider or model."""
+    def create_url(self, darkroom_api: str = "") -> str | None:
+        """Where the snippets send this prediction's create: its provider, or Darkroom's API at
+        `darkroom_api` (its root, `…/api/v1`) for one `through_darkroom`. None for an unknown
+        provider or model, and for one through Darkroom without `darkroom_api`."""
         config = settings.PROVIDERS.get(self.provider)
         try:
             owner, name = validate_model(self.model)
@@ -333,39 +374,45 @@ class Prediction(models.Model):
             return None
         if config is None:
             return None
-        return f"{config['base_url'].rstrip('/')}/models/{owner}/{name}/predictions"
+        base = darkroom_api if self.through_darkroom else config["base_url"]
+        if not base:
+            return None
+        return f"{base.rstrip('/')}/models/{owner}/{name}/predictions"
 
-    def as_curl(self) -> str:
-        """This prediction's create as a curl command, with the key as an environment variable."""
-        url = self.create_url()
+    def as_curl(self, darkroom_api: str = "") -> str:
+        """This prediction's create as a curl command, with the token as an environment
+        variable (see `create_url` for `darkroom_api`)."""
+        url = self.create_url(darkroom_api)
         if url is None:
             return ""
-        variable = self.key_variable
-        token = f"${variable}" if variable else "demo"
         body = json.dumps({"input": self.input}, indent=2, ensure_ascii=False)
         return (
             f"curl -sS -X POST {shlex.quote(url)} \\\n"
-            f'  -H "Authorization: Bearer {token}" \\\n'
+            f'  -H "Authorization: Bearer ${self.key_variable}" \\\n'
             '  -H "Content-Type: application/json" \\\n'
             f"  -d {shlex.quote(body)}\n"
         )
 
-    def as_python(self) -> str:
-        """This prediction's create as a Python script (httpx) that waits for the outcome."""
-        url = self.create_url()
+    def as_python(self, darkroom_api: str = "") -> str:
+        """This prediction's create as a Python script (httpx) that waits for the outcome (see
+        `create_url` for `darkroom_api`)."""
+        url = self.create_url(darkroom_api)
         if url is None:
             return ""
         base, path = url.split("/models/", 1)
-        variable = self.key_variable
-        imports = "import os\nimport time\n" if variable else "import time\n"
-        authorization = f"f\"Bearer {{os.environ['{variable}']}}\"" if variable else '"Bearer demo"'
-        return f"""{imports}
+        try:
+            literal = python_literal(self.input)
+        except RecursionError:
+            return ""  # an input stored before INPUT_MAX_DEPTH, too deep even for one line
+        return f"""import os
+import time
+
 import httpx
 
-model_input = {python_literal(self.input)}
+model_input = {literal}
 api = httpx.Client(
     base_url={json.dumps(base)},
-    headers={{"Authorization": {authorization}}},
+    headers={{"Authorization": f"Bearer {{os.environ['{self.key_variable}']}}"}},
     timeout=60,
 )
 prediction = api.post(
@@ -378,9 +425,21 @@ print(prediction["status"], prediction["output"] or prediction["error"])
 """
 
     @property
+    def through_darkroom(self) -> bool:
+        """Whether the snippets send this create through Darkroom's own API rather than to its
+        provider: the demo simulator takes no key of a person's (Darkroom acts there with the
+        team's own token), so a person reaches it with a Darkroom API token."""
+        return self.provider in settings.PROVIDERS and not self.provider_key_variable
+
+    @property
     def key_variable(self) -> str:
-        """The environment variable a snippet reads the API key from: a snippet never holds a
-        key. Empty for the demo simulator, which takes any token."""
+        """The environment variable a snippet reads its token from: a snippet never holds one.
+        The provider's key, or a Darkroom API token (the team's API page makes them)."""
+        return DARKROOM_TOKEN_VARIABLE if self.through_darkroom else self.provider_key_variable
+
+    @property
+    def provider_key_variable(self) -> str:
+        """The provider's key's environment variable; empty for the demo simulator."""
         return settings.PROVIDERS.get(self.provider, {}).get("key_variable", "")
 
     def get_provider(self) -> Provider:
@@ -1351,8 +1410,17 @@ def trim_nanoseconds(value: str) -> str:
     return f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
 
 
+# Below this depth a snippet's input is written on one line (inputs are refused deeper than
+# INPUT_MAX_DEPTH, but rows stored before that limit may nest hundreds deep).
+LITERAL_MAX_DEPTH = 20
+
+
 def python_literal(value: Any, indent: str = "") -> str:
-    """Decoded JSON as Python source, one item a line, as black would write it."""
+    """Decoded JSON as Python source, one item a line, as black would write it; nested deeper
+    than LITERAL_MAX_DEPTH, on one line."""
+    if len(indent) >= 4 * LITERAL_MAX_DEPTH:
+        # JSON text without true, false or null is Python too; with them, repr() writes them.
+        return repr(value)
     inner = indent + "    "
     if isinstance(value, dict) and value:
         items = "".join(

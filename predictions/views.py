@@ -6,6 +6,7 @@ from django.db import transaction
 from django.db.models.functions import Length
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import condition, require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -120,14 +121,22 @@ def prediction_etag(request, pk: int) -> str | None:
 @vary_on_headers("HX-Request")
 @condition(etag_func=prediction_etag)
 def detail(request, pk: int):
-    queryset = Prediction.objects.select_related("submitted_by").prefetch_related("outputs")
+    """A prediction's page, its outputs a page at a time (`?page=`); for htmx, its live part."""
+    queryset = Prediction.objects.select_related("submitted_by")
     prediction = team_object_or_404(request, queryset, pk=pk)
-    if request.htmx:
-        return render(request, "predictions/detail.html#live", {"prediction": prediction})
     context = {
         "prediction": prediction,
+        "outputs_page": prediction.output_page(request.GET.get("page")),
+    }
+    if request.htmx:
+        return render(request, "predictions/detail.html#live", context)
+    # The snippets of a create through Darkroom's own API name its root as this browser sees it.
+    api = request.build_absolute_uri(reverse("api:predictions")).removesuffix("/predictions")
+    context |= {
         "log": read_log(prediction.logs),
         "rerun_form": RerunForm() if request.membership.can_submit else None,
+        "curl": prediction.as_curl(api),
+        "python": prediction.as_python(api),
     }
     return render(request, "predictions/detail.html", context)
 

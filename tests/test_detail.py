@@ -489,18 +489,6 @@ def test_the_python_script_runs_the_prediction_on_the_simulator(settings, simula
     assert f"{simulator.url}/" in output
 
 
-def test_the_simulator_snippet_needs_no_key(settings, simulator):
-    use_simulator_as(settings, simulator, "simulator")
-    prediction = make_prediction(provider="simulator")
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_KEY", "_TOKEN"))}
-
-    result = subprocess.run(
-        ["bash", "-c", prediction.as_curl()], env=env, capture_output=True, text=True, timeout=30
-    )
-
-    assert json.loads(result.stdout)["status"] == "starting"
-
-
 def test_a_finished_prediction_page_offers_delete_and_a_running_one_does_not(client):
     finished_page = page(client, make_prediction("done", status="succeeded"))
     running_page = page(client, make_prediction("busy", status="processing"))

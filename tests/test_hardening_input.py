@@ -73,6 +73,18 @@ def test_other_inputs_a_database_or_a_page_cannot_hold_are_a_form_error(
     assert not Prediction.objects.exists()
 
 
+@pytest.mark.parametrize("depth", [600, 900])
+def test_a_deep_input_stored_before_the_limit_still_shows_its_page(client, team, member, depth):
+    prediction = make_prediction(team=team, submitted_by=member, status="succeeded")
+    # Written past the form's checks, as rows saved before INPUT_MAX_DEPTH were.
+    Prediction.objects.filter(pk=prediction.pk).update(input=json.loads(nested(depth)))
+
+    response = client.get(f"/predictions/{prediction.pk}/")
+
+    assert response.status_code == 200
+    assert "layers" in page_text(response)
+
+
 def test_an_input_as_deep_as_the_limit_is_sent(client):
     response = submit(client, "acme/painter", extra_input=nested(16))
 

@@ -1,9 +1,11 @@
 // The studio (templates/predictions/new.html): Ctrl/Cmd+Enter generates from any input, the
 // prompt counts its characters against the model's limit, a refused Generate shows why in
-// place (htmx leaves 4xx answers unswapped unless the server retargets them), a second press
-// with the same inputs right after the first is taken for a double press, the model picker
-// says which model's inputs it carries over, and a page the browser restores (back button)
-// whose inputs are not those of the model it names is loaded afresh.
+// place (htmx leaves 4xx answers unswapped unless the server retargets them), a Generate sent
+// while the database is down says so at the top of the form, which keeps what was typed (the
+// 503 of dashboard/outage.py, which htmx would not swap either), a second press with the same
+// inputs right after the first is taken for a double press, the model picker says which
+// model's inputs it carries over, and a page the browser restores (back button) whose inputs
+// are not those of the model it names is loaded afresh.
 (function () {
   "use strict";
   var REPEAT_WINDOW = 1500;
@@ -45,10 +47,16 @@
     }
   });
 
-  // A Generate that went through: what the form said was wrong no longer is.
+  // A Generate that went through: what the form said was wrong no longer is. One that did not
+  // (its answer swapped as a success all the same: see htmx:beforeSwap below) may be pressed
+  // again at once: the database being back is no double press.
   document.addEventListener("htmx:afterRequest", function (evt) {
     var form = evt.detail.elt;
-    if (form.id !== "studio-form" || !evt.detail.successful) return;
+    if (form.id !== "studio-form") return;
+    if (!evt.detail.successful || evt.detail.xhr.status >= 400) {
+      lastSent = { values: null, at: 0 };
+      return;
+    }
     form.querySelectorAll(".has-error").forEach(function (field) {
       field.classList.remove("has-error");
     });
@@ -79,10 +87,17 @@
     var status = evt.detail.xhr.status;
     var elt = evt.detail.requestConfig && evt.detail.requestConfig.elt;
     var retargeted = evt.detail.xhr.getResponseHeader("HX-Retarget");
-    if (status >= 400 && status < 500 && retargeted && elt && elt.closest("[data-studio]")) {
-      evt.detail.shouldSwap = true;
-      evt.detail.isError = false;
+    if (!retargeted || !elt || !elt.closest("[data-studio]")) return;
+    if (status === 503) {
+      // The outage's message goes first in the form: the previous one, if any, goes.
+      evt.detail.target.querySelectorAll(".outage-notice").forEach(function (notice) {
+        notice.remove();
+      });
+    } else if (status < 400 || status >= 500) {
+      return;
     }
+    evt.detail.shouldSwap = true;
+    evt.detail.isError = false;
   });
 
   document.addEventListener("htmx:afterSettle", countAll);
