@@ -28,7 +28,7 @@ from predictions.live import team_marker
 from predictions.models import Prediction
 from predictions.submissions import Refused, save_predictions, submitted_with
 from predictions.tasks import wake_dispatcher
-from webhooks.outgoing import signing_secret, subscribe
+from webhooks.outgoing import checked_events, save_subscription, signing_secret
 
 from . import openapi
 from .auth import ApiError, api_view
@@ -170,10 +170,17 @@ def create_prediction(request, owner: str | None = None, name: str | None = None
         response["Idempotent-Replayed"] = "true"
         return response
     webhook, events = form.cleaned_data["webhook"], form.cleaned_data["events"]
+    if webhook:
+        # Checked (its name resolved) before the submit's transaction, which holds the team's
+        # budget lock.
+        try:
+            events = checked_events(webhook, events)
+        except ValidationError as exc:
+            raise invalid(error_fields(exc)) from None
 
     def subscribe_webhook(predictions: list[Prediction]) -> None:
         if webhook:
-            subscribe(predictions[0], webhook, events, base_url(request))
+            save_subscription(predictions[0], webhook, events, base_url(request))
 
     try:
         prediction = save_predictions(team, request.user, key, [fields], subscribe_webhook)[0]

@@ -1,6 +1,7 @@
 """Darkroom's Replicate-compatible API: the official `replicate` package against a live Darkroom,
 backed by the simulator and a real worker, and the rules every create goes through."""
 
+import socket
 import threading
 import time
 import uuid
@@ -449,6 +450,28 @@ def test_a_webhook_is_subscribed_with_the_prediction(settings, team, member):
     assert subscription.prediction_id == int(response.json()["id"])
     assert (subscription.url, subscription.events) == ("http://127.0.0.1:9/hook", ["completed"])
     assert subscription.base_url == "http://testserver/api/v1"
+
+
+def test_a_webhooks_name_is_resolved_before_the_submit_takes_the_teams_locks(
+    transactional_db, monkeypatch, team, member
+):
+    in_transaction = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "hooks.example.com":
+            in_transaction.append(connection.in_atomic_block)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    body = {"input": {"prompt": "call me"}, "webhook": "https://hooks.example.com/darkroom"}
+
+    response = create(token_for(member, team), body)
+
+    assert response.status_code == 201
+    assert in_transaction == [False]
+    assert WebhookSubscription.objects.get().url == "https://hooks.example.com/darkroom"
 
 
 def test_a_webhook_to_a_private_address_is_a_422_and_creates_nothing(team, member):

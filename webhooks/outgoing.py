@@ -23,6 +23,13 @@ def subscribe(prediction: Prediction, url: str, events: list[str] | None, base_u
     """Send `prediction`'s webhooks for `events` (None: all) to `url`, with bodies whose URLs
     are built on `base_url`. A ValidationError names the field at fault (`webhook` or
     `webhook_events_filter`) and says why."""
+    save_subscription(prediction, url, checked_events(url, events), base_url)
+
+
+def checked_events(url: str, events: list[str] | None) -> list[str]:
+    """The events to send to `url`, in their order, once `url` and `events` are checked: a
+    ValidationError as `subscribe` says. It may resolve `url`'s name: call it before a
+    transaction, not in one."""
     if not isinstance(url, str) or len(url) > MAX_URL_LENGTH:
         raise ValidationError(
             {"webhook": f"must be an http or https URL of at most {MAX_URL_LENGTH} characters."}
@@ -32,17 +39,17 @@ def subscribe(prediction: Prediction, url: str, events: list[str] | None, base_u
     except WebhookError as exc:
         raise ValidationError({"webhook": exc.message}) from None
     if events is None:
-        events = list(EVENTS)
+        return list(EVENTS)
     if not isinstance(events, list) or not all(event in EVENTS for event in events):
         choices = ", ".join(f'"{event}"' for event in EVENTS)
         raise ValidationError({"webhook_events_filter": f"must be a list drawn from {choices}."})
+    return [event for event in EVENTS if event in events]
+
+
+def save_subscription(prediction: Prediction, url: str, events: list[str], base_url: str) -> None:
+    """Store a subscription whose `url` and `events` were checked (`checked_events`)."""
     WebhookSubscription.objects.update_or_create(
-        prediction=prediction,
-        defaults={
-            "url": url,
-            "events": [event for event in EVENTS if event in events],
-            "base_url": base_url,
-        },
+        prediction=prediction, defaults={"url": url, "events": events, "base_url": base_url}
     )
 
 
