@@ -194,6 +194,9 @@ try:
         "default": dj_database_url.parse(
             env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'darkroom.sqlite3'}",
             conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+            # A kept connection is checked before a request reuses it: one cut by a database
+            # restart or failover is replaced, rather than failing that thread's next request.
+            conn_health_checks=True,
         )
     }
 except ValueError as exc:  # dj_database_url's UnknownSchemeError is one

@@ -177,8 +177,10 @@ def input_problems(input: dict[str, Any]) -> list[tuple[str, str]]:
     "" for an input larger than INPUT_MAX_BYTES as JSON. Empty for an input within the limits."""
     problems = []
     for name, value in input.items():
-        problem = text_problem(name) or value_problem(value)
-        if problem:
+        if problem := text_problem(name):
+            # Named as Python writes it: a NUL or a lone surrogate cannot be shown as it is.
+            problems.append((repr(name)[1:-1], problem))
+        elif problem := value_problem(value):
             problems.append((name, problem))
     if not problems:
         size = len(json.dumps(input, ensure_ascii=False).encode())
@@ -550,7 +552,12 @@ class PredictionNumbersField(forms.Field):
         numbers = []
         for item in value or ():
             text = str(item).strip()
-            if not (text.isascii() and text.isdigit() and 0 < int(text) <= LARGEST_PK):
+            if not (
+                text.isascii()
+                and text.isdigit()
+                and len(text) <= 19
+                and 0 < int(text) <= LARGEST_PK
+            ):
                 params = {"value": str(item)[:30]}
                 raise forms.ValidationError(self.error_messages["invalid"], "invalid", params)
             numbers.append(int(text))

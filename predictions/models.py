@@ -974,7 +974,7 @@ print(prediction["status"], prediction["output"] or prediction["error"])
         Darkroom does not know (which the answer to a create is read as "starting")."""
         answers_create = self.status == Status.SUBMITTING
         status = payload.get("status")
-        if status not in REMOTE_STATUSES:
+        if not isinstance(status, str) or status not in REMOTE_STATUSES:
             if not answers_create:
                 return None
             # The create went through whatever the provider calls its first state: track it.

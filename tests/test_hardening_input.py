@@ -58,6 +58,8 @@ UNSTORABLE = [
     ('{"steps": 1' + "0" * 30 + "}", "steps: Give a whole number within"),
     (nested(2000), "nested too deeply"),
     (nested(600), "layers: Nested more than 16 levels deep"),
+    ('{"\\ud800": null}', "\\ud800: Text must be valid Unicode"),
+    ('{"a\\u0000b": 1}', "a\\x00b: Null characters are not allowed."),
 ]
 
 
@@ -71,6 +73,23 @@ def test_other_inputs_a_database_or_a_page_cannot_hold_are_a_form_error(
     assert response.status_code == 200
     assert message in page_text(response)
     assert not Prediction.objects.exists()
+
+
+def test_a_comparison_of_a_number_too_long_for_any_prediction_is_refused_in_words(client):
+    response = client.get("/compare/", {"p": ["1" * 5000, "2"]})
+
+    assert response.status_code in (200, 400)
+    assert "is not a prediction number" in page_text(response)
+
+
+def test_a_provider_status_that_is_not_text_is_an_unknown_status_not_a_crash(team):
+    prediction = make_prediction(team=team, status="processing", provider_id="abc123")
+
+    assert prediction.apply_remote({"id": "abc123", "status": ["succeeded"]}) is False
+
+    prediction.refresh_from_db()
+    assert prediction.status == "processing"
+    assert "unknown status ['succeeded']" in prediction.last_error
 
 
 @pytest.mark.parametrize("depth", [600, 900])

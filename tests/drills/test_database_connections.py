@@ -2,6 +2,10 @@
 restart or a failover does). The worker (its poller, its tasks), the scheduler's sweeps and the
 web recover without a restart, and no create the provider answered is written off.
 
+The web is tried twice over: with a connection a request (CONN_MAX_AGE 0, the default) and
+with connections each web thread keeps (60, as docker-compose.yml runs it), which the settings'
+health checks replace once cut rather than fail that thread's next request with.
+
 PostgreSQL only: SQLite has no connections to cut.
 """
 
@@ -10,6 +14,7 @@ import time
 import httpx
 import pytest
 from django.conf import settings as django_settings
+from django.db import connection
 
 from accounts.models import Role
 from api.models import ApiToken
@@ -23,15 +28,15 @@ from .outages import is_postgresql, terminate_backends
 pytestmark = [pytest.mark.drill, pytest.mark.timeout(180)]
 
 CUTS = 5
+# Web threads, each a keep-alive connection of its own to the live server (one thread each).
+WEB_THREADS = 4
 SCHNELL = "/api/v1/models/black-forest-labs/flux-schnell/predictions"
 
 
 def test_cut_database_connections_are_recovered_from_without_a_restart(
     monkeypatch, simulator, worker_process, scheduler, live_server, client, drill_report
 ):
-    if not is_postgresql():
-        print("\nSKIPPED the database connections drill: SQLite has no connections to cut")
-        pytest.skip("PostgreSQL only: SQLite has no connections to cut")
+    skip_on_sqlite()
     # An archive attempt cut short by a cut connection is taken again when its lease runs out:
     # 5 s here rather than the deployed 155 s (connect timeout + download deadline + 30 s).
     monkeypatch.setenv("ARCHIVE_LEASE", "5")
@@ -116,3 +121,38 @@ def test_cut_database_connections_are_recovered_from_without_a_restart(
         if prediction.status == Status.SUBMIT_UNKNOWN:
             assert not created.get(prediction.prompt), f"{prediction.pk}: answered, written off"
     assert archived == sum(len(p.output_urls) for p in final)
+
+
+@pytest.mark.parametrize("conn_max_age", [0, 60])
+def test_web_threads_answer_their_next_request_after_their_connections_are_cut(
+    conn_max_age, monkeypatch, live_server, client, drill_report
+):
+    skip_on_sqlite()
+    # The settings every thread's connection is made from (one dict, shared by all threads).
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", conn_max_age)
+    member = make_user("drill", make_team(), Role.MEMBER)
+    client.force_login(member)
+    cookies = {django_settings.SESSION_COOKIE_NAME: client.cookies["sessionid"].value}
+    threads = [httpx.Client(base_url=live_server.url, cookies=cookies) for _ in range(WEB_THREADS)]
+    try:
+        before = [web.get("/").status_code for web in threads]
+        cut = terminate_backends(keep_own=True)
+        after = [web.get("/").status_code for web in threads]
+        again = [web.get("/").status_code for web in threads]
+    finally:
+        for web in threads:
+            web.close()
+    drill_report(
+        f"CONN_MAX_AGE {conn_max_age}: {WEB_THREADS} web threads, history page before the cut "
+        f"{before}; {cut} connections cut; the next request of each {after}, then {again}"
+    )
+
+    assert before == after == again == [200] * WEB_THREADS
+    if conn_max_age:
+        assert cut >= WEB_THREADS, "the web threads kept no connection for the cut to meet"
+
+
+def skip_on_sqlite() -> None:
+    if not is_postgresql():
+        print("\nSKIPPED a database connections drill: SQLite has no connections to cut")
+        pytest.skip("PostgreSQL only: SQLite has no connections to cut")
