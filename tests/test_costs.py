@@ -134,6 +134,7 @@ def test_every_catalog_model_has_a_seeded_replicate_price_that_cites_its_source(
     assert {rule.model for rule in seeded} == set(CATALOG)
     for seeded_rule in seeded:
         assert "replicate.com" in seeded_rule.source
+        assert re.search(r"as listed (on|at|in) .*\b20\d\d\b", seeded_rule.source)  # when read
         assert "Not checked live" in seeded_rule.source
         assert seeded_rule.currency == "USD"
     assert {(r.model, r.unit, r.amount) for r in seeded} >= {
