@@ -206,7 +206,8 @@ class PriceChangeForm(forms.Form):
         initial = {
             "unit": rule.unit,
             "amount": f"{rule.amount.normalize():f}",
-            "since": day_of(timezone.now()),
+            # Today, or a rule's own first day if it starts later.
+            "since": max(day_of(timezone.now()), day_of(rule.effective_from)),
         }
         # Ids of the rule's own: the page has a form for each of the team's rules.
         super().__init__(

@@ -529,20 +529,28 @@ class PriceRule(models.Model):
                 )
             rule.unit, rule.amount = unit, amount
             rule.source = source or rule.source
-            rule.save()
+            try:
+                with transaction.atomic():
+                    rule.save()
+            except IntegrityError:  # another owner added a price from that moment meanwhile
+                raise ValidationError(
+                    "Another price from that moment was just added: look at the prices again.",
+                    code="taken",
+                ) from None
         return rule
 
-    def delete_unless_used(self) -> bool:
+    def delete_unless_used(self) -> bool | None:
         """Delete this team rule if it priced no prediction; False, and nothing deleted, if it
-        did. The team's costs lock is held exclusively, so no cost of the team is being priced
-        with the rule meanwhile (a worker reads the rules once it holds the lock)."""
+        did; None if it was deleted already. The team's costs lock is held exclusively, so no
+        cost of the team is being priced with the rule meanwhile (a worker reads the rules once
+        it holds the lock)."""
         try:
             with transaction.atomic():
                 lock_team_costs(self.team_id, exclusive=True)
-                self.delete()
+                deleted, _ = PriceRule.objects.filter(pk=self.pk).delete()
         except RestrictedError:
             return False
-        return True
+        return bool(deleted) or None
 
 
 # --- What each prediction cost ----------------------------------------------------------------

@@ -147,6 +147,9 @@ def change_price(request, pk: int):
         try:
             changed = form.save()
         except ValidationError as refusal:  # another owner's change or deletion came first
+            if refusal.code == "deleted":  # no form of its own to say so on any more
+                messages.error(request, refusal.message)
+                return redirect("costs:prices")
             form.add_error(None, refusal)
     if changed is None:
         return prices_page(request, status=400, change=form)
@@ -166,7 +169,11 @@ def delete_price(request, pk: int):
     """Deletes a team rule caught as a mistake before it priced anything; one that priced
     predictions stays, as their costs say what they were priced with."""
     rule = team_object_or_404(request, PriceRule, pk=pk)
-    if not rule.delete_unless_used():
+    deleted = rule.delete_unless_used()
+    if deleted is None:  # another owner's delete came first
+        messages.info(request, f"The price {rule} was already deleted.")
+        return redirect("costs:prices")
+    if not deleted:
         messages.error(
             request,
             f"The price {rule} has priced predictions, so it stays: "

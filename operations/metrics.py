@@ -51,6 +51,7 @@ from prometheus_client.core import (
 )
 
 from costs.models import Budget, DailyCost, month_of
+from dashboard.outage import OUTAGES
 from predictions.models import RUNNING, Prediction, Status
 
 from . import health
@@ -69,10 +70,17 @@ class DarkroomCollector:
             labels=["figures"],
         )
         skipped = []
+        database_down = None
         for name, read in FIGURES.items():
             try:
+                if database_down and name not in BROKER_FIGURES:
+                    # Each figure would wait for a connection of its own: the scrape answers
+                    # within one connect timeout, not eight.
+                    raise database_down
                 found = list(read())
             except Exception as exc:
+                if isinstance(exc, OUTAGES):
+                    database_down = exc
                 # Whatever failed (a broker or database down, a query timed out): the other
                 # figures still answer, rather than a 500 that would hide them all.
                 skipped.append(f"{name} ({describe(exc)})")
@@ -284,6 +292,8 @@ def workers() -> Iterator[Metric]:
 
 
 # What a scrape reads, each on its own: one that fails leaves the others standing.
+# The figures read from the broker (Redis or its folder) alone, not the database.
+BROKER_FIGURES = {"request_budget", "queues"}
 FIGURES: dict[str, Callable[[], Iterator[Metric]]] = {
     "predictions": predictions,
     "requests": requests,

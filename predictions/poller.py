@@ -374,12 +374,12 @@ _closed_in: int | None = None
 _lock = threading.Lock()
 
 
-def open_poller() -> Poller:
+def open_poller() -> None:
     """Start this process's poller as its worker starts (a forked worker child starts its own)."""
     global _closed_in
     with _lock:
         _closed_in = None
-    return running_poller()
+    running_poller()
 
 
 def running_poller() -> Poller | None:
@@ -394,12 +394,11 @@ def running_poller() -> Poller | None:
 
 
 def stop_poller(*, closing: bool = False) -> None:
-    """Stop this process's poller; `closing` (the worker's shutdown) keeps it from starting
-    again until the process's worker starts anew."""
+    """Stop this process's poller. `closing` (the worker's shutdown) keeps it from starting
+    again until the process's worker starts anew; otherwise the next wake-up may start one."""
     global _poller, _closed_in
     with _lock:
-        if closing:
-            _closed_in = os.getpid()
+        _closed_in = os.getpid() if closing else None
         if _poller is not None and _poller[0] == os.getpid():
             _poller[1].stop()
         _poller = None

@@ -12,12 +12,14 @@ import httpx
 import pytest
 import replicate
 from django.db import connection
+from django.http import Http404
 from django.test import Client
 from django.utils import timezone
 
 from accounts.models import Role
 from api.models import ApiToken
 from api.shapes import version_of
+from api.views import waiting_seat
 from costs.models import Budget, PredictionCost, PriceRule
 from outputs.models import ArchiveState, Output
 from predictions.client import ProviderClient
@@ -143,23 +145,45 @@ def test_prefer_wait_answers_once_the_prediction_has_ended(darkroom, live_server
     assert response.json()["status"] in ("starting", "processing")
 
 
-def test_a_create_answers_at_once_when_every_waiting_seat_is_taken(
+def test_a_create_answers_at_once_while_every_waiting_seat_is_taken(
     settings, live_server, team, member
 ):
-    settings.API_MAX_WAITING = 0  # as when this web process's seats are all held
+    settings.API_MAX_WAITING = 1
+    token = token_for(member, team)
 
-    started = time.monotonic()
-    response = httpx.post(
-        f"{live_server.url}{SCHNELL_PREDICTIONS.replace(SCHNELL, 'darkroom/slow')}",
-        json={"input": {"prompt": "no seat to wait in"}},
-        headers={"Authorization": f"Bearer {token_for(member, team)}", "Prefer": "wait=5"},
-        timeout=10,
-    )
+    def create_slow(prompt: str) -> tuple[float, httpx.Response]:
+        started = time.monotonic()
+        response = httpx.post(
+            f"{live_server.url}{SCHNELL_PREDICTIONS.replace(SCHNELL, 'darkroom/slow')}",
+            json={"input": {"prompt": prompt}},
+            headers={"Authorization": f"Bearer {token}", "Prefer": "wait=1"},
+            timeout=10,
+        )
+        return time.monotonic() - started, response
 
-    assert time.monotonic() - started < 1
+    with waiting_seat(True) as held:  # another client's create holds the process's one seat
+        assert held
+        took, response = create_slow("no seat to wait in")
+    assert took < 1
     assert response.status_code == 201
     assert "Preference-Applied" not in response.headers
     assert response.json()["status"] == "starting"
+
+    took, response = create_slow("the seat is free again")
+    assert took >= 1
+    assert response.headers["Preference-Applied"] == "wait=1"
+
+
+def test_a_waiting_seat_is_given_back_whatever_ends_the_wait(settings):
+    settings.API_MAX_WAITING = 1
+
+    with pytest.raises(Http404), waiting_seat(True):
+        raise Http404  # the prediction was deleted while its create waited
+
+    with waiting_seat(True) as seated:
+        assert seated
+    with waiting_seat(False) as seated:
+        assert not seated  # a create that did not ask to wait takes no seat
 
 
 def database_sessions() -> set[int]:

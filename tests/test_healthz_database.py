@@ -1,8 +1,10 @@
-"""/healthz while the database cannot be reached: a 503 that says so, as JSON, and 200 again once
-it answers."""
+"""/healthz and /metrics while the database cannot be reached: a 503 that says so, as JSON, and 200
+again once it answers; the figures that need it left out."""
 
 import pytest
+from django.db import connection
 from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
 
 from operations.models import Heartbeat
 
@@ -32,3 +34,35 @@ def test_healthz_answers_503_naming_the_database_while_it_is_down_and_200_once_i
     assert status == 200
     assert body["reasons"] == []
     assert body["checks"]["database"] == {"ok": True}
+
+
+@pytest.mark.django_db
+def test_metrics_leave_out_the_databases_figures_while_it_is_down_trying_it_once(
+    settings, monkeypatch
+):
+    settings.METRICS_TOKEN = "scrape-me"
+    tries = []
+    with database_down():
+        refuse = connection.ensure_connection
+        monkeypatch.setattr(connection, "ensure_connection", lambda: tries.append(1) or refuse())
+        answer = Client().get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+        monkeypatch.undo()
+
+    assert answer.status_code == 200
+    unreadable = {
+        sample.labels["figures"]: sample.value
+        for family in text_string_to_metric_families(answer.content.decode())
+        for sample in family.samples
+        if sample.name == "darkroom_metrics_unreadable"
+    }
+    assert unreadable == {
+        "predictions": 1,
+        "requests": 1,
+        "request_budget": 0,
+        "budgets": 1,
+        "polls": 1,
+        "queues": 0,
+        "archive": 1,
+        "workers": 1,
+    }
+    assert len(tries) == 1

@@ -378,6 +378,23 @@ def test_an_owner_deletes_a_price_that_priced_nothing(team, owner):
     assert event.description.startswith("otto deleted the price Replicate acme/painter: $5.00")
 
 
+def test_a_price_deleted_twice_at_once_is_deleted_and_recorded_once(team):
+    rule = team_rule(team, "5", timezone.now() + timedelta(days=3))
+    seen_by_both = PriceRule.objects.get(pk=rule.pk)  # two owners' requests read it
+
+    assert rule.delete_unless_used() is True
+    assert seen_by_both.delete_unless_used() is None  # the second says it was already gone
+
+
+def test_a_future_prices_change_form_offers_its_own_first_day(team, owner):
+    start = timezone.now() + timedelta(days=10)
+    rule = team_rule(team, "0.05", start)
+
+    page = signed_in(owner).get("/costs/prices/").content.decode()
+
+    assert input_value(page, f"rule-{rule.pk}-since") == timezone.localdate(start).isoformat()
+
+
 def test_a_price_that_priced_predictions_stays_and_the_owner_is_told_to_change_it(
     team, owner, member
 ):

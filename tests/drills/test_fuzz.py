@@ -244,6 +244,8 @@ def world(db, settings_override) -> World:
     # Rows the delete and remove endpoints may take, so that the rows other endpoints act on
     # stay; with another team's, which must stay too.
     deletable = deletable_rows(team, owner, staying=[running, theirs])
+    rules = price_rules(team, other_team)
+    deletable["deletable_price_rule"].append(str(rules[0].pk))  # in use: it stays
     client = Client()
     client.force_login(owner)
     prediction_pks = [str(p.pk) for p in (succeeded, running, failed, theirs)]
@@ -258,7 +260,7 @@ def world(db, settings_override) -> World:
         api_token=secret,
         params={
             "prediction": prediction_pks,
-            "price_rule": [str(rule.pk) for rule in price_rules(team, other_team)],
+            "price_rule": [str(rule.pk) for rule in rules],
             "running": [str(running.pk)],
             "output": output_pks,
             "board": [str(board.pk)],
@@ -333,7 +335,11 @@ def price_rules(team, other_team) -> list[PriceRule]:
         amount="0.02",
         effective_from=timezone.now() - timedelta(days=30),
     )
-    make_prediction(team=team, provider="replicate", model="acme/painter", status=Status.SUCCEEDED)
+    priced = make_prediction(
+        team=team, provider="replicate", model="acme/painter", provider_id="fuzzpriced"
+    )
+    priced.apply_remote({"id": "fuzzpriced", "status": "succeeded", "metrics": {"image_count": 1}})
+    assert priced.cost.rule == rule
     return [rule, theirs]
 
 
