@@ -445,6 +445,19 @@ def test_stopping_the_simulator_ends_a_stalled_request_at_once():
     assert time.monotonic() - started < 1
 
 
+def test_a_stopped_simulator_closes_its_idle_connections_so_no_client_pool_reuses_them():
+    sim = Simulator(speed=50).start()
+    with httpx.Client(base_url=sim.base_url, headers=AUTH) as client:
+        assert client.get("/models/black-forest-labs/flux-schnell").status_code == 200
+        [pooled] = client._transport._pool.connections  # kept alive for the next request
+
+        sim.stop()
+        time.sleep(0.1)
+
+        # Read as closed: a pool drops it rather than send the next request down it.
+        assert pooled.has_expired()
+
+
 def test_a_malformed_create_response_is_not_json_but_the_prediction_exists(simulator):
     simulator.faults.malformed_rate = 1.0
     simulator.faults.endpoints = ["create"]

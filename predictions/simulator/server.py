@@ -1,9 +1,11 @@
 """The simulator's HTTP side: Replicate's prediction API, output files and control endpoints."""
 
+import contextlib
 import email.utils
 import json
 import math
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -169,6 +171,7 @@ class Simulator:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.hang_up()
             self._thread.join()
 
     def __enter__(self) -> Self:
@@ -192,6 +195,29 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], simulator: Simulator):
         super().__init__(address, _Handler)
         self.simulator = simulator
+        # The connections open now: a stopped simulator closes them, rather than leave a
+        # client's pooled keep-alive connection to a server that answers nothing (and whose port
+        # another server may take: the client would send that one's requests here).
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def hang_up(self) -> None:
+        """Close every connection still open: their clients read the end at once."""
+        with self.connections_lock:
+            connections = list(self.connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):  # closed meanwhile
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):

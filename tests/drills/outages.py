@@ -210,14 +210,23 @@ class ResettingProxy:
             threading.Thread(target=self._pump, args=(client,), daemon=True).start()
 
     def _pump(self, client: socket.socket) -> None:
-        try:
-            server = socket.create_connection(("127.0.0.1", self.upstream_port))
-        except OSError:
+        server = None
+        for pause in (0.1, 0.3, 1.0, None):  # nothing is sent upstream yet: try again
+            try:
+                server = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+                server.settimeout(None)
+                break
+            except OSError:
+                self._count("upstream refused")
+                if pause is not None:
+                    time.sleep(pause)
+        if server is None:
             reset(client)
             return
         self._count("connections")
         ends = {client: server, server: client}
         cuttable = not self.only  # whether the answer being passed on may be cut
+        cut = False  # a reset drawn: any other end is passed on as it came, a polite close
         try:
             while not self.stopping.is_set():
                 readable, _, _ = select.select(list(ends), [], [], 0.5)
@@ -229,12 +238,17 @@ class ResettingProxy:
                         cuttable = self.only in data.split(b"\r\n\r\n", 1)[0]
                     if source is server and cuttable and self._draw():
                         self._count("resets")
+                        cut = True
                         return
                     ends[source].sendall(data)
         except OSError:
+            cut = True  # a side reset: the client hears of it as a reset too
             return
         finally:
-            reset(client)
+            if cut:
+                reset(client)
+            else:
+                client.close()
             server.close()
 
     def _draw(self) -> bool:
