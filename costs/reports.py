@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.urls import reverse
 from django.utils import timezone
@@ -382,13 +382,19 @@ class PricedModel:
 
 
 def price_list(team_id: int, at) -> list[PricedModel]:
-    """The team's and the deployment's rules by model; each says whether it `priced` any
-    prediction (such a rule cannot be deleted)."""
-    rules = (
-        PriceRule.objects.filter(Q(team=None) | Q(team=team_id))
-        .annotate(priced=Exists(PredictionCost.objects.filter(rule=OuterRef("pk"))))
-        .order_by("provider", "model", F("team").asc(nulls_last=True), "-effective_from")
+    """The team's and the deployment's rules by model; each of the team's says whether it
+    `priced` any prediction (such a rule cannot be deleted)."""
+    rules = list(
+        PriceRule.objects.filter(Q(team=None) | Q(team=team_id)).order_by(
+            "provider", "model", F("team").asc(nulls_last=True), "-effective_from"
+        )
     )
+    for rule in rules:
+        # One probe a team rule, its id written out: PostgreSQL then knows how many costs it
+        # priced (none: the index answers at once; many: the first row read is one). As a
+        # correlated EXISTS it planned for the average rule and read every cost of a rule that
+        # priced none: 450 ms at 1,000,000 predictions.
+        rule.priced = rule.team_id is None or PredictionCost.objects.filter(rule=rule).exists()
     return [
         PricedModel(provider, model, group, PriceRule.choose(group, at))
         for (provider, model), group in (
