@@ -148,6 +148,8 @@ class PriceRuleForm(forms.ModelForm):
         initial = kwargs.setdefault("initial", {})
         initial.setdefault("effective_from", timezone.now().replace(second=0, microsecond=0))
         initial.setdefault("unit", Unit.PER_IMAGE)
+        # As New images starts with it: the provider the team's predictions go to.
+        initial.setdefault("provider", team.default_provider())
         super().__init__(*args, instance=PriceRule(team=team), label_suffix="", **kwargs)
         self.fields["model"].widget.attrs["placeholder"] = "owner/name"
         self.fields["effective_from"].help_text = (

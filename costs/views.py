@@ -11,6 +11,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.models import AuditEvent, Role
 from accounts.teams import team_object_or_404, team_required
+from predictions.client import provider_label
 from predictions.filters import team_members
 
 from .charts import day_columns
@@ -159,7 +160,11 @@ def change_price(request, pk: int):
         "price_rule_changed",
         f"{request.user} changed {before} to {changed.price_text} from {local_start(changed)}",
     )
-    messages.success(request, f"{changed.model}: {changed.price_text} from {local_start(changed)}.")
+    messages.success(
+        request,
+        f"Changed the price of {provider_label(changed.provider)} {changed.model} to "
+        f"{changed.price_text} from {local_start(changed)}.",
+    )
     return redirect("costs:prices")
 
 

@@ -343,9 +343,21 @@ class Prediction(models.Model):
         ]
 
     @property
-    def extra_metrics(self) -> dict[str, Any]:
-        """The provider's metrics other than those with fields of their own."""
-        return {k: v for k, v in self.metrics.items() if k not in ("predict_time", "image_count")}
+    def extra_metrics(self) -> list[tuple[str, str, bool]]:
+        """The provider's metrics other than those with fields of their own, as (label, value,
+        known) to show: a time (`total_time`) as "Total time", "34.54 s"; any other under its
+        own name (not known), a fraction rounded to what a reader compares."""
+        shown = []
+        for name, value in self.metrics.items():
+            if name in ("predict_time", "image_count"):
+                continue
+            if name.endswith("_time") or name.startswith("time_"):
+                shown.append((name.replace("_", " ").capitalize(), f"{value:.2f} s", True))
+            elif isinstance(value, float):
+                shown.append((name, f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}", False))
+            else:
+                shown.append((name, str(value), False))
+        return shown
 
     @property
     def seed_used(self) -> int | None:

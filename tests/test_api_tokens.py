@@ -230,3 +230,17 @@ def test_the_api_page_shows_the_base_url_and_examples_for_three_clients(member):
 
 def test_the_nav_links_to_the_api_page(client):
     assert 'href="/team/api/"' in client.get("/").content.decode()
+
+
+def test_the_expiry_menu_runs_from_the_shortest_lifetime_to_never_with_90_days_chosen(member):
+    html = signed_in(member).get("/team/api/").content.decode()
+
+    menu = html[html.index('name="expires_in"') : html.index("</select>")]
+    options = re.findall(r'<option value="(\d*)"( selected)?>([^<]+)</option>', menu)
+    assert options == [
+        ("7", "", "7 days"),
+        ("30", "", "30 days"),
+        ("90", " selected", "90 days"),
+        ("365", "", "A year"),
+        ("", "", "Never"),
+    ]

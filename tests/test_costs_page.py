@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.db.models import Sum
 from django.test import Client
@@ -25,6 +26,7 @@ from outputs.models import Board, ShareLink
 from predictions.models import Prediction
 
 from .conftest import make_output, make_prediction, make_team, make_user
+from .test_accounts import store_key
 
 pytestmark = pytest.mark.django_db
 
@@ -385,6 +387,12 @@ def test_the_csv_follows_the_pages_narrowing(client, january):
     assert f'href="/costs/export.csv?{query}"' in page
 
 
+def test_the_csv_link_of_the_page_without_a_query_has_no_question_mark(client):
+    page = client.get("/costs/").content.decode()
+
+    assert 'href="/costs/export.csv">Export CSV</a>' in page
+
+
 def test_the_csv_neutralises_spreadsheet_formulas_in_every_text_cell(client, team):
     sneaky = make_user("@eve", team)
     prompts = ['=HYPERLINK("http://x")', "+1+1", "-2", "@SUM(A1)", "\tTAB", "\rCR", "fine"]
@@ -461,6 +469,17 @@ def test_an_owner_adds_a_team_price_from_a_moment_on_and_earlier_costs_stay(team
     assert AuditEvent.objects.filter(team=team, action="price_rule_added").count() == 1
     page = text_of(signed_in(owner).get("/costs/prices/"))
     assert "$0.01 per output image" in page and "The team's" in page
+
+
+def test_the_add_a_price_form_starts_with_the_provider_the_teams_new_images_start_with(team, owner):
+    def chosen_provider() -> str:
+        page = signed_in(owner).get("/costs/prices/").content.decode()
+        form = page[page.index('action="/costs/prices/new"') :]
+        return re.search(r'name="provider"[^>]*>.*?<option value="(\w+)" selected', form, re.S)[1]
+
+    assert chosen_provider() == settings.DEFAULT_PROVIDER
+    store_key(team, "replicate")
+    assert chosen_provider() == "replicate"
 
 
 def test_a_second_price_from_the_same_moment_is_refused_in_words(owner):
@@ -648,6 +667,19 @@ def test_the_form_shows_the_estimate_of_its_default_request(client):
 
     assert "Estimated cost $0.003 1 image × $0.003 per output image" in text
     assert 'hx-get="/costs/estimate"' in client.get("/new/").content.decode()
+
+
+def test_the_estimate_asks_again_as_inputs_are_typed_in_and_on_every_change_but_not_the_prompt(
+    client,
+):
+    page = client.get("/new/").content.decode()
+
+    trigger = re.search(r'id="cost-estimate"[^>]*hx-trigger="([^"]+)"', page)[1]
+    assert trigger.split(", ") == [
+        "input changed delay:400ms from:closest form target::not([name=prompt])",
+        "change from:closest form",
+        "htmx:afterRequest from:.model-picker",
+    ]
 
 
 def test_the_estimate_is_outputs_times_variations_times_price(client):

@@ -11,6 +11,7 @@ import sys
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import ProviderCredential, Role
@@ -58,10 +59,34 @@ def test_the_page_shows_prompt_model_provider_member_input_and_details(client, m
     assert "<dd>mia</dd>" in body
     assert "<code>t2s7f615pdrm40ck09v88sm224</code>" in body
     assert "<dt>Predict time</dt><dd>0.61 s</dd>" in body
-    assert "<dt><code>total_time</code></dt><dd>1.2</dd>" in body
+    assert "<dt>Total time</dt><dd>1.20 s</dd>" in body
     assert "<dt><code>num_outputs</code></dt><dd>2</dd>" in body
     assert "<dt><code>go_fast</code></dt><dd>true</dd>" in body
     assert f'src="/outputs/{output.pk}/thumb?v={output.sha256[:16]}"' in body
+
+
+def test_time_metrics_read_as_seconds_and_other_metrics_keep_their_names_rounded(client):
+    prediction = make_prediction(
+        status="succeeded",
+        metrics={
+            "predict_time": 34.23,
+            "total_time": 34.542546272,
+            "time_to_first_token": 0.4,
+            "tokens_per_second": 12.3456,
+            "guidance_ratio": 0.123456,
+            "input_token_count": 77,
+        },
+        predict_time=34.23,
+    )
+
+    body = page(client, prediction)
+
+    assert "<dt>Predict time</dt><dd>34.23 s</dd>" in body
+    assert "<dt>Total time</dt><dd>34.54 s</dd>" in body
+    assert "<dt>Time to first token</dt><dd>0.40 s</dd>" in body
+    assert "<dt><code>tokens_per_second</code></dt><dd>12.35</dd>" in body
+    assert "<dt><code>guidance_ratio</code></dt><dd>0.123</dd>" in body
+    assert "<dt><code>input_token_count</code></dt><dd>77</dd>" in body
 
 
 def test_the_status_is_a_label_and_an_icon_not_colour_alone(client):
@@ -353,6 +378,23 @@ def test_a_running_prediction_without_outputs_yet_has_no_outputs_section(client)
 
     assert "output-grid" not in body
     assert 'hx-trigger="every 1s"' in body
+
+
+def test_the_selection_toolbar_offers_to_tick_images_only_once_there_are_outputs(client):
+    canceled = page(client, make_prediction(status="canceled"))
+    running = page(client, make_prediction(status="processing"))
+    done = make_prediction(status="succeeded")
+    make_output(done)
+    with_outputs = page(client, done)
+    stylesheet = (settings.BASE_DIR / "static/css/detail.css").read_text()
+
+    assert 'id="selection"' not in canceled
+    assert 'id="selection"' in with_outputs and 'class="tile-select"' in with_outputs
+    # While it runs, the toolbar waits outside the live part for the tiles, hidden till then.
+    assert 'id="selection"' in running and "tile-select" not in running
+    assert ".prediction-results:not(:has(.tile-select)) > .selection { display: none; }" in (
+        stylesheet
+    )
 
 
 def test_every_image_on_the_page_has_its_width_and_height(client):

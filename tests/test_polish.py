@@ -1,18 +1,25 @@
 """What people expect of the pages around the work: a menu, a demo notice that can be put away,
 a question before destructive actions, copy buttons, a message after several variations, and
-the marks the tab's badge counts. The message after sign-out is in test_accounts."""
+the marks the tab's badge counts, and `make run` on a port of the reader's choosing. The message
+after sign-out is in test_accounts."""
 
+import io
 import re
+import socket
 import uuid
+from datetime import UTC, datetime
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.http import HttpResponse
 from django.test import Client
 
 from accounts.models import Invite, Role
+from predictions.management.commands.up import Command as UpCommand
 
-from .conftest import make_prediction, make_user
+from .conftest import configure_provider, make_prediction, make_user
 from .test_accounts import signed_in
+from .test_price_changes import change, team_rule
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +36,14 @@ def submit(client: Client, **fields) -> HttpResponse:
         **fields,
     }
     return client.post("/predictions/new", data, follow=True)
+
+
+def listening(port: int = 0) -> socket.socket:
+    """A socket listening on 127.0.0.1 at `port` (any free one for 0), as another program's."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", port))
+    held.listen()
+    return held
 
 
 def confirm_questions(html: str) -> list[str]:
@@ -150,3 +165,69 @@ def test_a_status_marks_the_readers_own_predictions_and_which_have_ended(client,
         f'<span class="status status-failed" data-mine="{ended.pk}" data-ended>'
     )
     assert status_badge(html, theirs) == '<span class="status status-succeeded">'
+
+
+def test_up_refuses_a_web_port_another_program_listens_on_and_says_how_to_choose_another():
+    with listening() as other_program:
+        port = other_program.getsockname()[1]
+
+        with pytest.raises(CommandError) as refused:
+            call_command("up", "--port", str(port), "--no-simulator")
+
+    assert str(refused.value) == (
+        f"Port {port} is already in use by another program. Choose another for the web server "
+        f"with PORT, as in `make run PORT={port + 1}`."
+    )
+
+
+def test_up_moves_the_demo_simulator_to_the_next_free_port_when_the_web_server_takes_its_own(
+    settings, monkeypatch
+):
+    monkeypatch.delenv("SIMULATOR_URL", raising=False)
+    settings.DEFAULT_PROVIDER = "simulator"
+    output = io.StringIO()
+    up = UpCommand(stdout=output)
+    with listening() as next_port_taken:
+        web_port = next_port_taken.getsockname()[1] - 1
+        configure_provider(settings, "simulator", base_url=f"http://127.0.0.1:{web_port}/v1")
+
+        commands = up.commands(web_port, with_simulator=True)
+
+    moved = int(commands["simulator"][-1])
+    assert moved > web_port + 1
+    assert commands["web"][-1] == f"127.0.0.1:{web_port}"
+    assert up.environment["SIMULATOR_URL"] == f"http://127.0.0.1:{moved}/v1"
+    assert output.getvalue() == (
+        f"The demo simulator listens on port {moved}: the web server takes {web_port}.\n"
+    )
+
+
+def test_up_refuses_at_once_a_simulator_url_set_to_the_web_servers_port(settings, monkeypatch):
+    with listening() as probe:
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    monkeypatch.setenv("SIMULATOR_URL", url)
+    settings.DEFAULT_PROVIDER = "simulator"
+    configure_provider(settings, "simulator", base_url=url)
+
+    with pytest.raises(CommandError) as refused:
+        call_command("up", "--port", str(port))
+
+    assert str(refused.value) == (
+        f"SIMULATOR_URL ({url}) and the web server's PORT ({port}) name the same port: change "
+        "one of them."
+    )
+
+
+def test_a_changed_price_is_confirmed_with_a_sentence_naming_the_rule_price_and_day(team):
+    owner = make_user("otto", team, Role.OWNER)
+    rule = team_rule(team, "0.01", datetime(2026, 1, 1, tzinfo=UTC))
+
+    client = signed_in(owner)
+    change(client, rule, amount="0.02", since="2026-01-15")
+    page = client.get("/costs/prices/").content.decode()
+
+    assert (
+        "Changed the price of Replicate acme/painter to $0.02 per output image from "
+        "2026-01-15 00:00 UTC." in page
+    )

@@ -8,6 +8,7 @@ and the Celery worker's pool.
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -37,9 +38,20 @@ class Command(BaseCommand):
             "--no-simulator", action="store_true", help="do not start the provider simulator"
         )
 
-    def handle(self, *args, port: int, no_simulator: bool, **options) -> None:
-        commands = self.commands(port, with_simulator=not no_simulator)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.output_lock = threading.Lock()
+        self.environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def handle(self, *args, port: int, no_simulator: bool, **options) -> None:
+        # Checked before anything starts: runserver would only fail last, with a bare "Error:
+        # That port is already in use." below a line inviting the reader to open that port.
+        if not port_is_free(port):
+            raise CommandError(
+                f"Port {port} is already in use by another program. Choose another for the web "
+                f"server with PORT, as in `make run PORT={port + 1}`."
+            )
+        commands = self.commands(port, with_simulator=not no_simulator)
         colour = self.stdout.isatty() and not options["no_color"]
         # SIGTERM stops everything like Ctrl-C does. Installing a handler for SIGINT too, rather
         # than inheriting one, means the children start with SIGINT at its default even when this
@@ -75,8 +87,8 @@ class Command(BaseCommand):
         celery = [sys.executable, "-m", "celery", "-A", "dashboard"]
         commands = {}
         if with_simulator and settings.DEFAULT_PROVIDER == "simulator":
-            simulator_url = urlsplit(settings.PROVIDERS["simulator"]["base_url"])
-            commands["simulator"] = [*manage, "simulator", "--port", str(simulator_url.port or 80)]
+            simulator_port = self.simulator_port(port)
+            commands["simulator"] = [*manage, "simulator", "--port", str(simulator_port)]
         queues = {"worker": settings.CELERY_TASK_DEFAULT_QUEUE, "archiver": settings.ARCHIVE_QUEUE}
         for name, queue in queues.items():
             commands[name] = [*celery, "worker", "-l", "info", "-Q", queue, "-n", f"{name}@%h"]
@@ -84,11 +96,35 @@ class Command(BaseCommand):
         commands["web"] = [*manage, "runserver", f"127.0.0.1:{port}"]
         return commands
 
+    def simulator_port(self, web_port: int) -> int:
+        """The port the simulator listens on: SIMULATOR_URL's, unless that is the web server's
+        port, in which case the simulator moves to the next free port and every process started
+        here is told so through SIMULATOR_URL."""
+        url = urlsplit(settings.PROVIDERS["simulator"]["base_url"])
+        port = url.port or (443 if url.scheme == "https" else 80)
+        if port != web_port:
+            return port
+        if os.environ.get("SIMULATOR_URL", "").strip():
+            raise CommandError(
+                f"SIMULATOR_URL ({url.geturl()}) and the web server's PORT ({web_port}) name the "
+                "same port: change one of them."
+            )
+        moved = next((p for p in range(web_port + 1, web_port + 100) if port_is_free(p)), None)
+        if moved is None:
+            raise CommandError(
+                f"No free port for the simulator near {web_port}: set SIMULATOR_URL to an address "
+                "on a free port."
+            )
+        host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+        self.environment["SIMULATOR_URL"] = url._replace(netloc=f"{host}:{moved}").geturl()
+        self.say(f"The demo simulator listens on port {moved}: the web server takes {web_port}.")
+        return moved
+
     def start(self, argv: list[str]) -> subprocess.Popen:
         return subprocess.Popen(
             argv,
             cwd=settings.BASE_DIR,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=self.environment,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -118,6 +154,19 @@ class Command(BaseCommand):
                 if child.poll() is not None:
                     return name
             time.sleep(0.2)
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server can listen on `port` at 127.0.0.1, as runserver and the simulator do."""
+    with socket.socket() as probe:
+        # As those servers do, so that a port left in TIME_WAIT by a server just stopped counts
+        # as free, and only one somebody listens on counts as taken.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def stop(children: list[subprocess.Popen]) -> None:
