@@ -4,7 +4,6 @@ submitted before its day, and the roll-ups stay equal to the raw rows.
 
 acme/painter has no seeded price: the team's own rules are the only ones that price it."""
 
-import html
 import io
 import re
 import uuid
@@ -18,10 +17,12 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import AuditEvent, Role
-from costs.models import BUCKET_FIELDS, SUM_FIELDS, DailyCost, PredictionCost, PriceRule, Repricing
+from costs.models import DailyCost, PredictionCost, PriceRule, Repricing
 from predictions.models import Prediction
 
 from .conftest import make_prediction, make_team, make_user
+from .test_costs import rebuilt_roll_ups, roll_ups
+from .test_costs_page import signed_in, text_of
 
 pytestmark = pytest.mark.django_db
 
@@ -37,18 +38,6 @@ def on(day: int, hour: int = 12, minute: int = 0, month: int = 1) -> datetime:
 @pytest.fixture
 def owner(team):
     return make_user("otto", team, Role.OWNER)
-
-
-def signed_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def text_of(response) -> str:
-    """The page's text as read: without tags, one space for any run of white space."""
-    words = re.sub(r"<[^>]+>", " ", response.content.decode())
-    return re.sub(r"\s+", " ", html.unescape(words))
 
 
 def team_rule(team, amount: str, start: datetime, unit: str = "per_image", model: str = PAINTER):
@@ -91,17 +80,6 @@ def reprice_pending() -> None:
     """Price again what price changes left to price, as the sweep and a worker would."""
     for pk, claim in Repricing.claim_due():
         assert Repricing.take(pk, claim).run()
-
-
-def roll_ups(team) -> list[tuple]:
-    rows = DailyCost.objects.filter(team=team).values_list(*BUCKET_FIELDS, *SUM_FIELDS)
-    return sorted(rows, key=repr)
-
-
-def rebuilt_roll_ups(team) -> list[tuple]:
-    """The team's roll-ups as a rebuild from the raw rows makes them (and leaves them)."""
-    DailyCost.rebuild(team)
-    return roll_ups(team)
 
 
 def recomputed() -> str:

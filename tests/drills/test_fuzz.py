@@ -317,24 +317,20 @@ def world(db, settings_override) -> World:
     )
 
 
-def price_rules(team, other_team) -> list[PriceRule]:
-    """A team price that has priced a prediction (its change reprices it) and another team's."""
-    rule = PriceRule.objects.create(
+def price_rule(team, model: str = "acme/painter", days_ago: int = 30) -> PriceRule:
+    return PriceRule.objects.create(
         team=team,
         provider="replicate",
-        model="acme/painter",
+        model=model,
         unit=Unit.PER_IMAGE,
         amount="0.01",
-        effective_from=timezone.now() - timedelta(days=30),
+        effective_from=timezone.now() - timedelta(days=days_ago),
     )
-    theirs = PriceRule.objects.create(
-        team=other_team,
-        provider="replicate",
-        model="acme/painter",
-        unit=Unit.PER_IMAGE,
-        amount="0.02",
-        effective_from=timezone.now() - timedelta(days=30),
-    )
+
+
+def price_rules(team, other_team) -> list[PriceRule]:
+    """A team price that has priced a prediction (its change reprices it) and another team's."""
+    rule, theirs = price_rule(team), price_rule(other_team)
     priced = make_prediction(
         team=team, provider="replicate", model="acme/painter", provider_id="fuzzpriced"
     )
@@ -363,14 +359,7 @@ def deletable_rows(team, owner, staying: list[Prediction]) -> dict[str, list[str
         credential.save()
         credentials.append(credential)
     rules = [
-        PriceRule.objects.create(
-            team=owning,
-            provider="replicate",
-            model=f"acme/doomed-{n}",
-            unit=Unit.PER_IMAGE,
-            amount="0.01",
-            effective_from=timezone.now() - timedelta(days=1),
-        )
+        price_rule(owning, model=f"acme/doomed-{n}", days_ago=1)
         for n, owning in enumerate([team, team, team, other_team])
     ]
     return {
