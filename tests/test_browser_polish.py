@@ -150,6 +150,25 @@ def test_at_desktop_width_the_whole_navigation_shows_without_a_menu(live_server,
     assert nav.get_by_role("link", name="Team").bounding_box()["y"] < brand["y"] + brand["height"]
 
 
+def test_an_owners_navigation_fits_one_row_at_1280_and_1024_pixels(live_server, browser, team):
+    owner = make_user("olive", team, Role.OWNER)
+    for width in (1280, 1024):
+        context = browser.new_context(viewport={"width": width, "height": 800})
+        page = context.new_page()
+        sign_in(page, live_server.url, owner.username)
+
+        nav = page.get_by_role("navigation", name="Main")
+        brand = page.locator(".brand").bounding_box()
+        for name in ("New images", "History", "Gallery", "Boards", "Share links", "Costs", "Team"):
+            box = nav.get_by_role("link", name=name).bounding_box()
+            assert box["y"] < brand["y"] + brand["height"], f"{name} wrapped at {width} px"
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Team").click()
+        team_nav = page.get_by_role("navigation", name="Team")
+        team_nav.get_by_role("link", name="Provider health").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Provider health")
+        context.close()
+
+
 def test_signing_out_from_the_menu_says_so(live_server, browser, member):
     page = device_page(browser, live_server.url, member.username)
 

@@ -76,6 +76,27 @@ def test_the_main_navigation_folds_into_a_menu_that_needs_no_script(client):
     assert "Sign out" in menu
 
 
+@pytest.mark.parametrize(
+    ("role", "links"),
+    [
+        (Role.OWNER, ["Members", "API", "Provider keys", "Audit log", "Provider health"]),
+        (Role.MEMBER, ["Members", "API"]),
+        (Role.VIEWER, ["Members", "API"]),
+    ],
+)
+def test_the_teams_pages_link_each_other_under_one_team_link(client, team, role, links):
+    client.force_login(make_user("rey", team, role))
+
+    for url in ("/team/", "/team/api/"):
+        html = client.get(url).content.decode()
+        main = html[html.index('<nav aria-label="Main">') : html.index("</nav>")]
+        team_nav = html[html.index('<nav aria-label="Team"') :]
+        team_nav = team_nav[: team_nav.index("</nav>")]
+        assert re.findall(r">([^<]+)</a>", team_nav) == links
+        assert ">Team</a>" in main and ">API</a>" not in main
+    assert '<a href="/team/api/" aria-current="page">API</a>' in html
+
+
 def test_the_demo_notice_stays_away_for_the_session_once_dismissed(client):
     assert DEMO_NOTICE in client.get("/gallery/").content.decode()
 
