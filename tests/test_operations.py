@@ -487,6 +487,7 @@ def test_the_provider_health_page_shows_the_requests_the_teams_own_key_sent(sett
     assert (theirs.own_key, theirs.hour.requests, theirs.hour.errors) == (True, 2, 2)
     page = elsewhere_page.content.decode()
     assert "Requests sent with your team's own key." in page
+    assert "demo simulator with your team's own demo token" in studio_page.content.decode()
     assert "100.0 %" in page  # both refused
     assert 'style="' not in page and "<script>" not in page
 
