@@ -41,6 +41,8 @@ from predictions.tasks import dispatch_due, stop_in_worker
 from timings.learned import cache as learned_timings
 from timings.tasks import learn as learn_timings
 
+from . import cache_keys
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 User = get_user_model()
 
@@ -51,14 +53,11 @@ def configure_provider(settings, name: str, **changes) -> None:
 
 
 @pytest.fixture(autouse=True)
-def fresh_cache(settings) -> None:
-    """A cache namespace of each test's own: no rate-limit counts leak between tests, and
-    nothing flushes Redis, which may carry the broker's messages too. Learned timings are read
-    again from each test's own database."""
-    settings.CACHES = {
-        alias: {**config, "KEY_PREFIX": uuid.uuid4().hex}
-        for alias, config in django_settings.CACHES.items()
-    }
+def fresh_cache() -> None:
+    """A cache namespace of each test's own (tests/cache_keys.py): no rate-limit counts leak
+    between tests, and nothing flushes Redis, which may carry the broker's messages too.
+    Learned timings are read again from each test's own database."""
+    cache_keys.namespace = uuid.uuid4().hex
     learned_timings.clear()
 
 

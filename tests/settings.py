@@ -39,3 +39,9 @@ if not REDIS_URL:
         "store_processed": False,
         "polling_interval": 0.05,
     }
+
+# Each test's keys in a namespace of its own (tests/cache_keys.py), on the deployment's backend.
+CACHES = {  # noqa: F405
+    alias: {**config, "KEY_FUNCTION": "tests.cache_keys.make_key"}
+    for alias, config in CACHES.items()  # noqa: F405
+}

@@ -228,8 +228,8 @@ def test_the_api_page_shows_the_base_url_and_examples_for_three_clients(member):
     assert "replicate.Client(" in page and "new Replicate({" in page
 
 
-def test_the_nav_links_to_the_api_page(client):
-    assert 'href="/team/api/"' in client.get("/").content.decode()
+def test_the_team_page_links_to_the_api_page(client):
+    assert 'href="/team/api/"' in client.get("/team/").content.decode()
 
 
 def test_the_expiry_menu_runs_from_the_shortest_lifetime_to_never_with_90_days_chosen(member):

@@ -282,10 +282,11 @@ def test_the_poller_never_exceeds_the_providers_query_budget(settings, simulator
 
 
 def test_a_stalled_provider_call_does_not_hold_up_the_others(settings, simulator, worker):
-    settings.PROVIDER_READ_TIMEOUT = 30  # the stall outlives the test unless it is left behind
+    # The stall outlives the test (the simulator's stop ends it) unless it is left behind.
+    settings.PROVIDER_READ_TIMEOUT = 150
     stalled = make_prediction("stalled", status="processing", provider_id="no-such-id")
     simulator.faults.stall_rate = 1.0
-    simulator.faults.stall_seconds = 20
+    simulator.faults.stall_seconds = 120
     simulator.faults.endpoints = ["get"]
     wait_for(lambda: simulator.stats()["requests_by_endpoint"].get("get", 0) >= 1)
     simulator.faults.stall_rate = 0.0

@@ -22,6 +22,7 @@ from django.test import Client
 
 from accounts import ratelimit
 
+from . import cache_keys
 from .conftest import make_prediction
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -391,6 +392,7 @@ def test_cache_keys_name_no_username_or_address_in_clear(settings):
     ratelimit.hit("login-user", "dora@example.com", (5, DAY))
     ratelimit.hit("login-ip", "203.0.113.9", (5, DAY))
     client = cache._cache.get_client(write=False)
-    keys = [key.decode() for key in client.keys(f"{settings.CACHES['default']['KEY_PREFIX']}:*")]
+    prefix = f"{settings.CACHES['default']['KEY_PREFIX']}:{cache_keys.namespace}:"  # this test's
+    keys = [key.decode() for key in client.keys(f"{prefix}*")]
     assert len(keys) == 2
     assert not any("dora" in key or "203.0.113" in key for key in keys)

@@ -5,7 +5,7 @@ read-only. Nothing here patches Darkroom's code; each fault is real at its own l
 
 import errno
 import random
-import select
+import selectors
 import shutil
 import socket
 import sqlite3
@@ -227,10 +227,14 @@ class ResettingProxy:
         ends = {client: server, server: client}
         cuttable = not self.only  # whether the answer being passed on may be cut
         cut = False  # a reset drawn: any other end is passed on as it came, a polite close
+        # poll(2), not select(2): select cannot watch a descriptor numbered 1024 or more.
+        watch = selectors.DefaultSelector()
+        for end in ends:
+            watch.register(end, selectors.EVENT_READ)
         try:
             while not self.stopping.is_set():
-                readable, _, _ = select.select(list(ends), [], [], 0.5)
-                for source in readable:
+                for key, _ in watch.select(0.5):
+                    source = key.fileobj
                     data = source.recv(65536)
                     if not data:
                         return
@@ -245,6 +249,7 @@ class ResettingProxy:
             cut = True  # a side reset: the client hears of it as a reset too
             return
         finally:
+            watch.close()
             if cut:
                 reset(client)
             else:
