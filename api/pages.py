@@ -16,7 +16,7 @@ from predictions.catalog import DEFAULT_MODEL
 
 from .forms import TokenForm
 from .models import ApiToken, hash_token
-from .views import base_url
+from .shapes import api_root
 
 NEW_TOKEN_COOKIE = "darkroom_new_api_token"
 NEW_TOKEN_COOKIE_AGE = 300
@@ -30,7 +30,7 @@ def tokens_for(request) -> QuerySet:
 
 
 def api_page(request, form: TokenForm, status: int = 200):
-    api = base_url(request)
+    api = api_root(request)
     context = {
         "form": form,
         "tokens": tokens_for(request),
@@ -80,7 +80,7 @@ def token_created(request, pk: int):
     )
     if not secret or hash_token(secret) != token.token_hash:
         secret = None
-    context = {"token": token, "secret": secret, "base_url": base_url(request)}
+    context = {"token": token, "secret": secret, "base_url": api_root(request)}
     response = render(request, "api/token_created.html", context)
     response.delete_cookie(NEW_TOKEN_COOKIE, path=request.path, samesite="Strict")
     # The page holds the token: keep it out of caches and other sites' Referer headers.

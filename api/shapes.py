@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core import signing
+from django.http import HttpRequest
 from django.urls import reverse
 
 from predictions.catalog import CATALOG, CatalogModel, Input
@@ -46,6 +47,11 @@ FILE_SALT = "api.files"
 def timestamp(value: datetime | None) -> str | None:
     """Replicate's form: UTC, with a Z."""
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def api_root(request: HttpRequest) -> str:
+    """The API's root as this client reached it, e.g. https://darkroom.example.com/api/v1."""
+    return request.build_absolute_uri(reverse("api:predictions")).removesuffix("/predictions")
 
 
 def site_url(base_url: str) -> str:

@@ -16,7 +16,6 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Q
 from django.http import Http404, HttpRequest, JsonResponse
-from django.urls import reverse
 
 from accounts.models import Role
 from accounts.teams import for_team, team_object_or_404
@@ -40,7 +39,7 @@ from .forms import (
     prediction_fields,
     request_key,
 )
-from .shapes import model_json, prediction_json, signed_output, version_json, version_of
+from .shapes import api_root, model_json, prediction_json, signed_output, version_json, version_of
 
 PAGE_SIZE = 100
 # The largest id a BIGINT holds: PostgreSQL refuses to look up a larger one.
@@ -51,13 +50,8 @@ MARKER_INTERVAL = 0.2
 LOOK_INTERVAL = 5.0
 
 
-def base_url(request: HttpRequest) -> str:
-    """The API's root as this client reached it, e.g. https://darkroom.example.com/api/v1."""
-    return request.build_absolute_uri(reverse("api:predictions")).removesuffix("/predictions")
-
-
 def respond(request: HttpRequest, prediction: Prediction, status: int = 200) -> JsonResponse:
-    return JsonResponse(prediction_json(prediction, base_url(request)), status=status)
+    return JsonResponse(prediction_json(prediction, api_root(request)), status=status)
 
 
 def prediction_or_404(request: HttpRequest, pk: int) -> Prediction:
@@ -124,7 +118,7 @@ def list_predictions(request):
         older, newer = True, len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE][::-1]
     rows = rows[:PAGE_SIZE]
-    base = base_url(request)
+    base = api_root(request)
     page = f"{base}/predictions?cursor="
     return JsonResponse(
         {
@@ -180,7 +174,7 @@ def create_prediction(request, owner: str | None = None, name: str | None = None
 
     def subscribe_webhook(predictions: list[Prediction]) -> None:
         if webhook:
-            save_subscription(predictions[0], webhook, events, base_url(request))
+            save_subscription(predictions[0], webhook, events, api_root(request))
 
     try:
         prediction = save_predictions(team, request.user, key, [fields], subscribe_webhook)[0]
@@ -322,7 +316,7 @@ def catalog_model_or_404(owner: str, name: str) -> CatalogModel:
 def get_model(request, owner: str, name: str):
     model = catalog_model_or_404(owner, name)
     runs = for_team(request, Prediction.objects.filter(model=model.name)).count()
-    return JsonResponse(model_json(model, base_url(request), runs))
+    return JsonResponse(model_json(model, api_root(request), runs))
 
 
 @api_view()
@@ -364,7 +358,7 @@ def webhook_secret(request):
 
 def document(request):
     """The OpenAPI document of this API, with this deployment's URL."""
-    return JsonResponse(openapi.document(base_url(request)))
+    return JsonResponse(openapi.document(api_root(request)))
 
 
 def not_found(request, rest: str = ""):

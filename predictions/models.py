@@ -351,7 +351,8 @@ class Prediction(models.Model):
         for name, value in self.metrics.items():
             if name in ("predict_time", "image_count"):
                 continue
-            if name.endswith("_time") or name.startswith("time_"):
+            timed = name.endswith("_time") or name.startswith("time_")
+            if timed and isinstance(value, int | float):  # rows from before well_typed_metrics
                 shown.append((name.replace("_", " ").capitalize(), f"{value:.2f} s", True))
             elif isinstance(value, float):
                 shown.append((name, f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}", False))

@@ -6,7 +6,6 @@ from django.db import transaction
 from django.db.models.functions import Length
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import condition, require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -14,6 +13,7 @@ from django_htmx.http import reswap, retarget
 
 from accounts.models import Role
 from accounts.teams import for_team, team_object_or_404, team_required
+from api.shapes import api_root
 
 from .catalog import CATALOG
 from .client import ProviderNotConfigured
@@ -131,7 +131,7 @@ def detail(request, pk: int):
     if request.htmx:
         return render(request, "predictions/detail.html#live", context)
     # The snippets of a create through Darkroom's own API name its root as this browser sees it.
-    api = request.build_absolute_uri(reverse("api:predictions")).removesuffix("/predictions")
+    api = api_root(request)
     context |= {
         "log": read_log(prediction.logs),
         "rerun_form": RerunForm() if request.membership.can_submit else None,
