@@ -60,24 +60,33 @@ def test_a_hostile_provider_loses_nothing_duplicates_nothing_and_shows_its_error
             calm.wait(0.5)
             faults.rate_limit_burst = 0
 
+    predictions = []
+    seen_unknown, seen_retrying = set(), set()
+
+    def look(rows) -> None:
+        """What shows on the predictions now: an error being retried shows only until the next
+        poll answers, a fraction of a second here, so look often and from the first submit."""
+        seen_unknown.update(rows.filter(status=Status.SUBMIT_UNKNOWN).values_list("pk", flat=True))
+        seen_retrying.update(
+            rows.filter(status__in=RUNNING).exclude(last_error="").values_list("pk", flat=True)
+        )
+
     storm_thread = threading.Thread(target=storm, daemon=True)
     storm_thread.start()
-    predictions = []
     for batch in range(6):
         predictions += [make_prediction(f"hostile {batch}-{n}") for n in range(10)]
-        time.sleep(1.0)
+        batch_ends = time.monotonic() + 1.0
+        while time.monotonic() < batch_ends:
+            look(Prediction.objects.filter(pk__in=[p.pk for p in predictions]))
+            time.sleep(0.05)
     predictions += [make_prediction(f"never ends {n}", model="darkroom/slow") for n in range(2)]
     calm.set()
     storm_thread.join()
     pks = [p.pk for p in predictions]
     rows = Prediction.objects.filter(pk__in=pks)
-    seen_unknown, seen_retrying = set(), set()
 
     def settled() -> bool:
-        seen_unknown.update(rows.filter(status=Status.SUBMIT_UNKNOWN).values_list("pk", flat=True))
-        seen_retrying.update(
-            rows.filter(status__in=RUNNING).exclude(last_error="").values_list("pk", flat=True)
-        )
+        look(rows)
         created = simulator.stats()["creates_by_prompt"]
         unknown = rows.filter(status=Status.SUBMIT_UNKNOWN)
         return not rows.filter(status__in=RUNNING).exists() and all(
