@@ -3,6 +3,7 @@
 from urllib.parse import unquote
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import render
 
 NUL_MESSAGE = "A URL cannot hold a null character (%00)."
 
@@ -22,3 +23,22 @@ class NullCharacterMiddleware:
                 return JsonResponse(body, status=400)
             return HttpResponseBadRequest(NUL_MESSAGE, content_type="text/plain; charset=utf-8")
         return self.get_response(request)
+
+
+class MethodNotAllowedPageMiddleware:
+    """A page for a visit to an address that only takes a form (a bookmarked or typed
+    `/teams/new`): Django's 405 has no body, which a browser shows as its own error page. The
+    API's 405s say so in JSON already; a form sent with the wrong method is left as it is."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code != 405 or response.content or request.method != "GET":
+            return response
+        if request.path.startswith("/api/") or request.headers.get("HX-Request"):
+            return response
+        page = render(request, "405.html", status=405)
+        page["Allow"] = response["Allow"]
+        return page

@@ -158,6 +158,7 @@ MIDDLEWARE = [
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     # Before anything reads the URL: no URL of Darkroom's holds a NUL (dashboard/middleware.py).
     "dashboard.middleware.NullCharacterMiddleware",
+    "dashboard.middleware.MethodNotAllowedPageMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -252,3 +252,20 @@ def test_a_changed_price_is_confirmed_with_a_sentence_naming_the_rule_price_and_
         "Changed the price of Replicate acme/painter to $0.02 per output image from "
         "2026-01-15 00:00 UTC." in page
     )
+
+
+def test_a_visit_to_an_address_that_only_takes_a_form_gets_a_page_that_says_so(client):
+    response = client.get("/teams/new")
+
+    assert response.status_code == 405
+    assert response["Allow"] == "POST"
+    assert "This address is not a page" in response.content.decode()
+    assert "nothing was changed" in response.content.decode()
+
+
+def test_the_api_and_htmx_keep_their_own_answers_to_a_wrong_method(client):
+    assert client.get("/teams/new", headers={"HX-Request": "true"}).content == b""
+    assert client.put("/teams/new").content == b""
+    response = client.delete("/api/v1/predictions")
+    assert response.status_code == 405
+    assert response.json()["status"] == 405

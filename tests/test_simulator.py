@@ -560,11 +560,12 @@ def test_the_management_command_serves_until_interrupted():
             f"{base_url}/models/{SCHNELL}/predictions",
             json={"input": {"prompt": "from the command line"}},
             headers=AUTH | {"Prefer": "wait"},
+            timeout=30,  # a fresh process on a loaded machine
         )
         assert response.json()["status"] == "succeeded"
     finally:
         command.send_signal(signal.SIGINT)
-        assert command.wait(timeout=10) == 0
+        assert command.wait(timeout=30) == 0
 
 
 def test_a_response_leaves_in_one_write_so_one_read_finds_all_of_it(simulator):
