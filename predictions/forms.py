@@ -312,10 +312,12 @@ class PredictionForm(forms.Form):
     @classmethod
     def tweaking(cls, prediction: Prediction, team: Team) -> "PredictionForm":
         """A fresh form holding `prediction`'s provider, model and input, to change and send;
-        with the seed it used, where the model takes one and it was drawn at random."""
+        with the seed it used, where the model takes one and it was drawn at random (a model
+        outside the catalog that printed one takes one: it goes into the JSON input)."""
         input = dict(prediction.input)
         catalog_model = CATALOG.get(prediction.model)
-        drawn = catalog_model and catalog_model.takes("seed") and "seed" not in input
+        takes_seed = catalog_model is None or catalog_model.takes("seed")
+        drawn = takes_seed and "seed" not in input
         if drawn and (seed := prediction.seed_used) is not None:
             input["seed"] = seed
         initial = {
@@ -522,11 +524,15 @@ def log_offset_field(name: str) -> forms.IntegerField:
 
 
 class LogCursorForm(forms.Form):
-    """`?cursor=N&bar=M`: how many characters of the log the viewer has been sent, and where
-    the line of the bar it shows as `#log-bar-current` starts (see predictions.logs)."""
+    """`?cursor=N&bar=M&polled=T`: how many characters of the log the viewer has been sent,
+    where the line of the bar it shows as `#log-bar-current` starts (see predictions.logs), and
+    the last poll it was told of (`last_polled_at`)."""
 
     cursor = log_offset_field("cursor")
     bar = log_offset_field("bar")
+    polled = forms.DateTimeField(
+        required=False, error_messages={"invalid": "The polled time must be an ISO 8601 time."}
+    )
 
 
 # --- Compare -------------------------------------------------------------------------------

@@ -239,19 +239,23 @@ def logs(request, pk: int):
     text after `cursor` (all of it without one).
 
     An update appends the lines after the cursor to `#log-lines` and swaps out of band the bar
-    they may continue, the line still being written, the new cursor and, once the prediction
-    has finished, the poller, which then stops. Nothing new while running is a 204, answered
-    before the log is read. A cursor past the end (the log shrank) or too far behind for one
-    update re-renders the whole viewer.
+    they may continue, the line still being written, the new cursor, when the provider was
+    last and will next be checked and, once the prediction has finished, the poller, which
+    then stops. Nothing new while running (no more text, no poll since `polled`) is a 204,
+    answered before the log is read. A cursor past the end (the log shrank) or too far behind
+    for one update re-renders the whole viewer.
     """
     form = LogCursorForm(request.GET)
     if not form.is_valid():
         message = " ".join(error for errors in form.errors.values() for error in errors)
         return HttpResponseBadRequest(message, content_type="text/plain")
     cursor = form.cleaned_data["cursor"]
-    seen = for_team(request, Prediction.objects.filter(pk=pk)).values_list("status", Length("logs"))
-    status, length = get_object_or_404(seen)
-    if request.htmx and cursor == length and status in RUNNING:
+    seen = for_team(request, Prediction.objects.filter(pk=pk)).values_list(
+        "status", Length("logs"), "last_polled_at"
+    )
+    status, length, polled = get_object_or_404(seen)
+    unchanged = cursor == length and form.cleaned_data["polled"] == polled
+    if request.htmx and unchanged and status in RUNNING:
         return HttpResponse(status=204)
     prediction = team_object_or_404(request, Prediction, pk=pk)
     text = prediction.logs

@@ -2,6 +2,7 @@
 and Run again add to them without leaving the page; switching models keeps the inputs the new
 model takes; the prompt is capped at what the catalog says; tweak fills in the seed used."""
 
+import json
 import re
 import uuid
 from html import unescape
@@ -208,6 +209,28 @@ def test_the_seed_used_shows_and_tweak_fills_it_in(client, member):
     tweak = client.get(f"/new/?from={drawn.pk}").content.decode()
     assert field_value(tweak, "seed") == "987654"
     assert field_value(client.get(f"/new/?from={chosen.pk}").content.decode(), "seed") == "42"
+
+
+def test_tweak_in_any_model_mode_carries_the_seed_its_logs_reported(client, member):
+    drawn = make_prediction(
+        "a random seed",
+        model="someone/painter",
+        input={"prompt": "a random seed", "steps": 20},
+        submitted_by=member,
+        status="succeeded",
+        logs="Using seed: 987654\n",
+    )
+
+    tweak = unescape(client.get(f"/new/?from={drawn.pk}").content.decode())
+
+    editor = re.search(r'<textarea name="extra_input"[^>]*>(.*?)</textarea>', tweak, re.DOTALL)
+    assert json.loads(editor[1]) == {"steps": 20, "seed": 987654}
+    client.post("/predictions/new", form_data(model="someone/painter", extra_input=editor[1]))
+    assert Prediction.objects.latest("pk").input == {
+        "prompt": "a teapot on the moon",
+        "steps": 20,
+        "seed": 987654,
+    }
 
 
 def test_a_running_prediction_shows_its_progress_and_finished_images_show_as_tiles(client, member):

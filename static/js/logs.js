@@ -5,9 +5,16 @@
 // scrolled up; then a "Jump to latest" button shows instead. The box may be replaced whole
 // (a reset of the viewer), so it is looked up each time and its scroll events are caught on
 // the document.
+//
+// The freshness line (#log-freshness) comes as clock times ("Checked at 10:00:01 · next check
+// at about 10:00:21"), which change only when the provider is polled; here they read as "40 s
+// ago" and "in about 20 s", and tick every second.
 (function () {
   "use strict";
   var SLACK = 24; // pixels from the end that still count as "at the end"
+  // Seconds past its time that a check still reads as under way: the provider may take a
+  // while to answer, and the viewer hears of the answer up to a second later.
+  var CHECKING = 15;
   var following = true;
 
   function box() {
@@ -87,8 +94,48 @@
     }
   });
 
+  // The server's clock minus this computer's, per freshness line, taken when the line came
+  // (from its data-now): a computer whose clock is off still reads "40 s ago" right.
+  var skews = new WeakMap();
+
+  function parseTime(text) {
+    // More than three decimals of a second are not in every browser's ISO 8601.
+    return Date.parse((text || "").replace(/(\.\d{3})\d+/, "$1"));
+  }
+
+  function span(seconds) {
+    return seconds < 60 ? seconds + " s" : Math.round(seconds / 60) + " min";
+  }
+
+  function tickFreshness() {
+    var line = document.getElementById("log-freshness");
+    if (!line || line.hidden) return;
+    if (!skews.has(line)) skews.set(line, parseTime(line.dataset.now) - Date.now() || 0);
+    var now = Date.now() + skews.get(line);
+    var heard = line.querySelector("time[data-ago]");
+    var next = line.querySelector("time[data-next]");
+    var ago = heard && Math.round((now - parseTime(heard.dateTime)) / 1000);
+    var wait = next && Math.round((parseTime(next.dateTime) - now) / 1000);
+    if (heard && !isNaN(ago)) {
+      heard.textContent = ago < 2 ? "just now" : span(ago) + " ago";
+    }
+    if (next && !isNaN(wait)) {
+      next.textContent =
+        wait > 0 ? "next check in about " + span(wait)
+        : -wait <= CHECKING ? "checking now"
+        : "next check overdue by " + span(-wait);
+    }
+  }
+
+  // Swapped in (out of band, by an update) before the browser paints: never shown as clock
+  // times for a moment.
+  document.addEventListener("htmx:afterSwap", tickFreshness);
+  document.addEventListener("htmx:oobAfterSwap", tickFreshness);
+
   function start() {
     toEnd();
+    tickFreshness();
+    window.setInterval(tickFreshness, 1000);
   }
 
   if (document.readyState === "loading") {
