@@ -136,10 +136,10 @@ def test_prefer_wait_answers_once_the_prediction_has_ended(darkroom, live_server
         f"{live_server.url}{SCHNELL_PREDICTIONS.replace(SCHNELL, 'darkroom/slow')}",
         json={"input": {"prompt": "too slow to wait for"}},
         headers={"Authorization": f"Bearer {token_for(member, team)}", "Prefer": "wait=1"},
-        timeout=10,
+        timeout=30,
     )
 
-    assert 1 <= time.monotonic() - started < 5
+    assert 1 <= time.monotonic() - started < 10  # darkroom/slow takes a minute
     assert response.status_code == 201
     assert response.headers["Preference-Applied"] == "wait=1"
     assert response.json()["status"] in ("starting", "processing")
@@ -156,22 +156,22 @@ def test_a_create_answers_at_once_while_every_waiting_seat_is_taken(
         response = httpx.post(
             f"{live_server.url}{SCHNELL_PREDICTIONS.replace(SCHNELL, 'darkroom/slow')}",
             json={"input": {"prompt": prompt}},
-            headers={"Authorization": f"Bearer {token}", "Prefer": "wait=1"},
-            timeout=10,
+            headers={"Authorization": f"Bearer {token}", "Prefer": "wait=3"},
+            timeout=30,
         )
         return time.monotonic() - started, response
 
     with waiting_seat(True) as held:  # another client's create holds the process's one seat
         assert held
         took, response = create_slow("no seat to wait in")
-    assert took < 1
+    assert took < 3
     assert response.status_code == 201
     assert "Preference-Applied" not in response.headers
     assert response.json()["status"] == "starting"
 
     took, response = create_slow("the seat is free again")
-    assert took >= 1
-    assert response.headers["Preference-Applied"] == "wait=1"
+    assert took >= 3
+    assert response.headers["Preference-Applied"] == "wait=3"
 
 
 def test_a_waiting_seat_is_given_back_whatever_ends_the_wait(settings):
@@ -225,7 +225,7 @@ def test_a_waiting_create_holds_no_database_connection_and_answers_when_it_ends(
     assert Prediction.objects.get().request_cancel()
     waiting.join(10)
 
-    assert time.monotonic() - ended < 2  # the team's change marker told it
+    assert time.monotonic() - ended < 15  # the team's change marker told it, not the 60 s wait
     [response] = answers
     assert (response.status_code, response.json()["status"]) == (201, "canceled")
     assert response.headers["Preference-Applied"] == "wait=60"

@@ -320,7 +320,7 @@ def test_it_stops_reading_a_body_once_it_passes_the_cap(server, settings, answer
 
     assert "larger than 97.66 KiB" in error.message
     assert not error.retryable
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # the body never ends
 
 
 def test_it_refuses_a_decompression_bomb(server):
@@ -439,7 +439,7 @@ def test_a_server_that_stalls_past_the_read_timeout_is_retryable(server, setting
 
     assert error.retryable and not error.expired
     assert "in time" in error.message
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 4  # the server stalls for 5 s
 
 
 def test_a_download_that_trickles_past_the_deadline_is_retryable(server, settings):
@@ -461,7 +461,7 @@ def test_a_download_that_trickles_past_the_deadline_is_retryable(server, setting
     error = refusal(server.url("/slow.mp4"), trusted_origins=[server.origin])
 
     assert error.retryable
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 3  # the trickle lasts 5 s
 
 
 def test_a_refused_connection_is_retryable():

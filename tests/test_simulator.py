@@ -302,7 +302,7 @@ def test_prefer_wait_gives_up_after_the_seconds_asked_for(simulator):
             headers={"Prefer": "wait=1"},
         )
 
-    assert 1 <= time.monotonic() - started < 1.5
+    assert 1 <= time.monotonic() - started < 5  # darkroom/slow takes far longer
     assert response.json()["status"] == "processing"
 
 
@@ -442,7 +442,7 @@ def test_stopping_the_simulator_ends_a_stalled_request_at_once():
         with pytest.raises(httpx.RemoteProtocolError):
             stalled.result(timeout=5)
 
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 5  # the stall would last 30 s
 
 
 def test_a_stopped_simulator_closes_its_idle_connections_so_no_client_pool_reuses_them():
@@ -917,7 +917,7 @@ def test_stopping_the_simulator_stops_its_webhook_sender(receiver):
     sim.stop()
 
     assert not sim.engine.webhooks.running
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 5  # not waiting for the slow prediction's webhook
     assert receiver.deliveries == []
 
 
