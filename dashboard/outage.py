@@ -49,6 +49,12 @@ class DatabaseOutageMiddleware:
             # the database first, for TeamMiddleware: loaded here, an outage is caught here.
             request.user.get_username()
         except OUTAGES as error:
+            if request.path == reverse("operations:healthz"):
+                # The probe needs no user, and says what fails as JSON to a signed-in browser
+                # as to a load balancer. Imported here: operations imports this module.
+                from operations.views import healthz
+
+                return healthz(request)
             return unavailable(request, error)
         return self.get_response(request)
 

@@ -60,6 +60,8 @@ def test_a_generate_during_an_outage_says_so_in_the_form_and_keeps_what_was_type
         assert press() == 503
         notice = form.locator(".outage-notice")
         expect(notice).to_have_text(OUTAGE)
+        # Said once, in the form: not again in the page's notice of failed requests.
+        expect(page.locator("#request-notice")).to_be_empty()
         # Pressed again at once: sent again (no double press), and the message is not doubled.
         notice.evaluate("notice => { notice.dataset.first = 'yes' }")
         assert press() == 503

@@ -66,3 +66,16 @@ def test_metrics_leave_out_the_databases_figures_while_it_is_down_trying_it_once
         "workers": 1,
     }
     assert len(tries) == 1
+
+
+@pytest.mark.django_db
+def test_healthz_answers_json_while_the_database_is_down_to_a_signed_in_browser_too(client):
+    Heartbeat.stamp("worker-host:12")
+    with database_down():
+        signed_out = Client().get("/healthz")
+        signed_in = client.get("/healthz", headers={"Accept": "text/html"})
+
+    assert signed_in.status_code == signed_out.status_code == 503
+    assert signed_in["Content-Type"] == "application/json"
+    assert signed_in.json() == signed_out.json()
+    assert signed_in.json()["reasons"] == ["the database cannot be reached (OperationalError)"]
