@@ -17,7 +17,7 @@ import logging
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def unavailable(request: HttpRequest, error: Exception) -> HttpResponse:
         message = "The database is unavailable; nothing was sent. Try again."
     else:
         message = "The database is unavailable; nothing was saved. Try again."
-    if request.resolver_match and request.resolver_match.app_name == "api":
+    if is_api(request):
         response = JsonResponse(
             {"title": "Service Unavailable", "detail": message, "status": 503}, status=503
         )
@@ -93,6 +93,16 @@ def unavailable(request: HttpRequest, error: Exception) -> HttpResponse:
         response = render(request, "503.html", context, status=503)
     response["Retry-After"] = str(RETRY_AFTER)
     return response
+
+
+def is_api(request: HttpRequest) -> bool:
+    """Whether the request is the API's, resolved here when the outage came before the URL was
+    (while loading a session's user: an API client may send a cookie too)."""
+    try:
+        match = request.resolver_match or resolve(request.path_info)
+    except Resolver404:
+        return False
+    return match.app_name == "api"
 
 
 def kept_fields(request: HttpRequest) -> list[dict]:

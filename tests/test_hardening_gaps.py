@@ -246,3 +246,16 @@ def test_another_teams_outputs_are_no_page_away(team):
         response = outsider.get(prediction.get_absolute_url(), {"page": page})
         assert response.status_code == 404
         assert "replicate.delivery/many" not in response.content.decode()
+
+
+def test_an_api_request_carrying_a_session_cookie_during_an_outage_is_answered_in_json(client):
+    # The outage is met while loading the session's user, before the URL is resolved.
+    with database_down():
+        response = client.get("/api/v1/predictions", headers={"Authorization": "Bearer r8_x"})
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "title": "Service Unavailable",
+        "detail": "The database is unavailable. Try again in a moment.",
+        "status": 503,
+    }
