@@ -127,3 +127,27 @@ def test_a_failed_live_refresh_says_live_updates_are_paused_until_one_goes_throu
     expect(paused).to_be_hidden()
     expect(notice).to_be_empty()
     assert csp_violations(page) == []
+
+
+def test_a_live_refresh_left_unanswered_times_out_and_says_live_updates_are_paused(
+    live_server, page, member
+):
+    sign_in(page, live_server.url, member.username)
+    paused = page.get_by_text("Live updates paused")
+    assert page.evaluate("htmx.config.timeout") == 30_000
+    page.evaluate("htmx.config.timeout = 1000")  # the same, sooner
+    held = []
+
+    def hold_refreshes(route) -> None:  # accepted, never answered
+        if "hx-request" in route.request.headers:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/*", hold_refreshes)
+
+    expect(paused).to_be_visible()
+    assert held
+    page.unroute("**/*")
+    expect(paused).to_be_hidden()
+    assert csp_violations(page) == []
