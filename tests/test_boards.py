@@ -158,6 +158,9 @@ def test_a_board_page_shows_its_tiles_selectable_with_the_lightbox_and_the_toolb
     )
     # The board list preselects this board, for Remove.
     assert f'<option value="{board.pk}" selected>Lighthouses</option>' in html
+    # The board's own buttons and the toolbar's say which images they take.
+    assert ">Download board</a>" in html and ">Share board</button>" in html
+    assert ">Download ticked</button>" in html and ">Share ticked</button>" in html
 
 
 def test_the_toolbar_lists_only_the_teams_boards(client, team):
