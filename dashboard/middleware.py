@@ -37,8 +37,9 @@ class MethodNotAllowedPageMiddleware:
         response = self.get_response(request)
         if response.status_code != 405 or response.content or request.method != "GET":
             return response
-        if request.path.startswith("/api/") or request.headers.get("HX-Request"):
+        if request.path.startswith("/api/") or request.htmx:
             return response
         page = render(request, "405.html", status=405)
-        page["Allow"] = response["Allow"]
+        page["Allow"] = response.get("Allow", "")
+        page._has_been_logged = True  # Django logged the 405 already
         return page

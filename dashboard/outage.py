@@ -17,7 +17,7 @@ import logging
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.urls import Resolver404, resolve, reverse
+from django.urls import reverse
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +96,9 @@ def unavailable(request: HttpRequest, error: Exception) -> HttpResponse:
 
 
 def is_api(request: HttpRequest) -> bool:
-    """Whether the request is the API's, resolved here when the outage came before the URL was
-    (while loading a session's user: an API client may send a cookie too)."""
-    try:
-        match = request.resolver_match or resolve(request.path_info)
-    except Resolver404:
-        return False
-    return match.app_name == "api"
+    """Whether the request is for the API (/api/), whose clients read JSON; the API's pages in
+    the team settings are pages like any other."""
+    return request.path_info.startswith("/api/")
 
 
 def kept_fields(request: HttpRequest) -> list[dict]:

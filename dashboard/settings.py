@@ -158,7 +158,6 @@ MIDDLEWARE = [
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     # Before anything reads the URL: no URL of Darkroom's holds a NUL (dashboard/middleware.py).
     "dashboard.middleware.NullCharacterMiddleware",
-    "dashboard.middleware.MethodNotAllowedPageMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -167,6 +166,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Innermost: the page it makes goes out through every middleware above (session, CSRF
+    # cookie, messages, Vary), as a view's would.
+    "dashboard.middleware.MethodNotAllowedPageMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"

@@ -54,6 +54,7 @@ def test_run_again_during_an_outage_says_the_servers_message_until_it_is_dismiss
     notice.get_by_role("button", name="Dismiss this notice").click()
     expect(notice).to_be_hidden()
     expect(notice).to_be_empty()
+    expect(run_again).to_be_focused()  # where the keyboard was
 
     # The database is back: the same press runs it, and nothing is said.
     run_again.click()
@@ -81,6 +82,23 @@ def test_an_action_that_cannot_reach_darkroom_says_so(live_server, page, member)
     assert csp_violations(page) == []
 
 
+def test_an_action_left_unanswered_says_it_may_or_may_not_have_been_done(live_server, page, member):
+    sign_in(page, live_server.url, member.username)
+    page.evaluate("htmx.config.timeout = 1000")  # 30 s in base.html: the same, sooner
+    held = []
+    # It reached Darkroom, which never answered.
+    page.route("**/demo-banner/dismiss", lambda route: held.append(route))
+
+    page.get_by_role("button", name="Dismiss the demo notice").click()
+
+    expect(page.locator("#request-notice p")).to_have_text(
+        "Darkroom did not answer in time, so this may or may not have been done. "
+        "Reload the page to see, then try again."
+    )
+    assert held
+    assert csp_violations(page) == []
+
+
 def test_a_star_pressed_in_the_lightbox_during_an_outage_is_said_over_the_lightbox(
     live_server, page, member
 ):
@@ -100,6 +118,14 @@ def test_a_star_pressed_in_the_lightbox_during_an_outage_is_said_over_the_lightb
     notice.get_by_role("button", name="Dismiss this notice").click()
     expect(notice).to_be_hidden()
     expect(lightbox).to_be_visible()
+
+    # A notice still showing when the lightbox closes stays in sight, on the page.
+    with database_down():
+        lightbox.locator("#lightbox-star").click()
+        expect(notice.locator("p")).to_have_text(NOTHING_SAVED)
+    page.keyboard.press("Escape")
+    expect(lightbox).to_be_hidden()
+    expect(page.locator("body > #request-status #request-notice p")).to_have_text(NOTHING_SAVED)
     assert csp_violations(page) == []
 
 
@@ -147,6 +173,7 @@ def test_a_live_refresh_left_unanswered_times_out_and_says_live_updates_are_paus
     page.route("**/*", hold_refreshes)
 
     expect(paused).to_be_visible()
+    expect(paused).to_have_attribute("role", "status")
     assert held
     page.unroute("**/*")
     expect(paused).to_be_hidden()

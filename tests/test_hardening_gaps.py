@@ -259,3 +259,12 @@ def test_an_api_request_carrying_a_session_cookie_during_an_outage_is_answered_i
         "detail": "The database is unavailable. Try again in a moment.",
         "status": 503,
     }
+
+
+def test_the_api_pages_of_the_team_settings_answer_a_page_during_an_outage(client):
+    with database_down():
+        response = client.post("/team/api/tokens/new", {"name": "deploys"})
+
+    assert response.status_code == 503
+    assert response["Content-Type"].startswith("text/html")
+    assert "deploys" in page_text(response)  # kept, to send again

@@ -261,11 +261,17 @@ def test_a_visit_to_an_address_that_only_takes_a_form_gets_a_page_that_says_so(c
     assert response["Allow"] == "POST"
     assert "This address is not a page" in response.content.decode()
     assert "nothing was changed" in response.content.decode()
+    # A page like any other: for this session only, with a CSRF cookie for its forms.
+    assert "Cookie" in response["Vary"]
+    assert "csrftoken" in response.cookies
 
 
 def test_the_api_and_htmx_keep_their_own_answers_to_a_wrong_method(client):
     assert client.get("/teams/new", headers={"HX-Request": "true"}).content == b""
     assert client.put("/teams/new").content == b""
+    response = client.get("/api/v1/predictions/track")
+    assert response.status_code == 405
+    assert response.json()["status"] == 405
     response = client.delete("/api/v1/predictions")
     assert response.status_code == 405
     assert response.json()["status"] == 405

@@ -11,6 +11,10 @@
   "use strict";
   var UNREACHABLE = "Darkroom could not be reached. Try again in a moment; " +
     "reloading the page shows what was done.";
+  var UNANSWERED = "Darkroom did not answer in time, so this may or may not have been done. " +
+    "Reload the page to see, then try again.";
+  var NOT_LOADED = "Darkroom could not load this (error %s). Try again in a moment.";
+  var returnFocus = null; // what sent the request the notice is about
 
   function isPoller(elt) {
     return /\bevery\b/.test(elt.getAttribute("hx-trigger") || "");
@@ -28,10 +32,13 @@
 
   function message(evt) {
     var xhr = evt.detail.xhr;
+    if (evt.type === "htmx:timeout") return UNANSWERED;
     if (evt.type !== "htmx:responseError") return UNREACHABLE;
     var answer = new DOMParser().parseFromString(xhr.responseText, "text/html");
     var said = answer.querySelector(".outage-notice");
     if (said && said.textContent.trim()) return said.textContent.trim();
+    var verb = evt.detail.requestConfig && evt.detail.requestConfig.verb;
+    if (xhr.status >= 500 && verb === "get") return NOT_LOADED.replace("%s", xhr.status);
     if (xhr.status >= 500) {
       return "Darkroom failed (error " + xhr.status + "), so this may or may not have been " +
         "done. Reload the page to see, then try again.";
@@ -48,9 +55,14 @@
     return box;
   }
 
-  function notify(text) {
+  // A closed dialog takes what is in it out of sight: the notices go back to the page.
+  document.addEventListener("close", shown, true);
+
+  function notify(text, from) {
     var region = shown() && document.getElementById("request-notice");
     if (!region) return;
+    returnFocus = from;
+    var box = document.createElement("div");
     var words = document.createElement("p");
     words.textContent = text;
     var dismiss = document.createElement("button");
@@ -63,8 +75,13 @@
     dismiss.append(cross);
     dismiss.addEventListener("click", function () {
       region.replaceChildren();
+      // Back where the keyboard was, not the top of the page.
+      var back = returnFocus;
+      if (back && back.tagName === "FORM") back = back.querySelector("button, [type=submit]");
+      if (back && back.isConnected) back.focus({ preventScroll: true });
     });
-    region.replaceChildren(words, dismiss);
+    box.append(words, dismiss);
+    region.replaceChildren(box);
   }
 
   function paused(yes) {
@@ -75,7 +92,7 @@
   function failed(evt) {
     var elt = sender(evt);
     if (isPoller(elt)) paused(true);
-    else if (!followsAnother(elt, evt)) notify(message(evt));
+    else if (!followsAnother(elt, evt)) notify(message(evt), elt);
   }
 
   document.addEventListener("htmx:responseError", failed);
