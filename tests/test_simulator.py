@@ -21,13 +21,14 @@ from pathlib import Path
 import httpx
 import pytest
 import replicate
-from PIL import Image
+from PIL import Image, ImageDraw
 from replicate.helpers import FileOutput
 
 from predictions.management.commands.simulator import Command as SimulatorCommand
 from predictions.models import Prediction
 from predictions.models import timestamp as provider_time
 from predictions.simulator import MODELS, Faults, Simulator
+from predictions.simulator.images import render_image
 
 from .conftest import wait_for
 
@@ -120,6 +121,17 @@ def test_outputs_download_as_real_images_of_the_requested_format_and_aspect_rati
     image = Image.open(io.BytesIO(download.content))
     assert image.format == {"webp": "WEBP", "png": "PNG", "jpg": "JPEG"}[output_format]
     assert image.size == size
+
+
+def test_an_image_shows_its_seed_but_never_its_prompt_which_a_share_may_hide(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(
+        ImageDraw.ImageDraw, "text", lambda draw, xy, words, **kw: drawn.append(words)
+    )
+
+    render_image("a secret prompt", 42, 0, "1:1", "webp", 80)
+
+    assert drawn == ["seed 42"]
 
 
 def test_output_urls_use_the_public_url_when_one_is_given():

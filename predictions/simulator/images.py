@@ -2,7 +2,6 @@
 
 import io
 import random
-import textwrap
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
@@ -66,7 +65,7 @@ def render_image(
         else:
             draw.rectangle(box, fill=fill)
 
-    _draw_caption(draw, prompt, seed, width, height)
+    _draw_caption(draw, seed, width, height)
 
     encoder = OUTPUT_FORMATS[output_format][0]
     buffer = io.BytesIO()
@@ -78,16 +77,11 @@ def _colour(rng: random.Random, low: int, high: int) -> tuple[int, int, int]:
     return rng.randint(low, high), rng.randint(low, high), rng.randint(low, high)
 
 
-def _draw_caption(
-    draw: ImageDraw.ImageDraw, prompt: str, seed: int, width: int, height: int
-) -> None:
+def _draw_caption(draw: ImageDraw.ImageDraw, seed: int, width: int, height: int) -> None:
+    """The seed in a corner, as a model's watermark might be; never the prompt, which a share
+    link may be asked to hide (and which the gallery shows beside the image anyway)."""
     size = max(14, width // 28)
     font = ImageFont.load_default(size=size)
-    # Default-font glyphs average a little over half their size in width.
-    lines = textwrap.wrap(prompt, width=max(10, int(width / (size * 0.55))), max_lines=5)
-    lines.append(f"seed {seed}")
-    line_height = round(size * 1.3)
-    top = height - line_height * len(lines) - size
+    top = height - size * 2
     draw.rectangle((0, top - size // 2, width, height), fill=(0, 0, 0, 140))
-    for number, line in enumerate(lines):
-        draw.text((size, top + number * line_height), line, font=font, fill=(255, 255, 255))
+    draw.text((size, top), f"seed {seed}", font=font, fill=(255, 255, 255))
