@@ -14,6 +14,7 @@ from predictions.client import provider_label
 from predictions.filters import date_field, member_field, team_members
 from predictions.forms import clean_model_name
 from predictions.models import RUNNING, Status
+from predictions.templatetags.formats import day_text
 
 from .models import (
     LARGEST_PRICE,
@@ -218,7 +219,7 @@ class PriceChangeForm(forms.Form):
         self.rule = rule
         first = day_of(rule.effective_from)
         self.fields["since"].help_text = (
-            f"A day in {settings.TIME_ZONE}, from {first.day} {first:%B %Y} on. The predictions "
+            f"A day in {settings.TIME_ZONE}, from {day_text(first)} on. The predictions "
             "submitted before it keep their costs; those from it on are priced again."
         )
 

@@ -40,6 +40,7 @@ from accounts.models import Team
 from dashboard import leases
 from predictions.client import provider_label
 from predictions.models import RUNNING, Prediction, Status
+from predictions.templatetags.formats import day_text, moment_text
 
 ZERO = Decimal(0)
 # Costs are kept to a millionth of the currency's unit: per-second prices have six decimals.
@@ -116,8 +117,7 @@ def check_price_start(moment: datetime) -> None:
     latest = timezone.localdate() + LATEST_PRICE_START
     if not EARLIEST_PRICE_START <= moment.date() <= latest:
         raise ValidationError(
-            f"Choose a moment from {EARLIEST_PRICE_START.day} {EARLIEST_PRICE_START:%B %Y} "
-            f"to {latest.day} {latest:%B %Y}.",
+            f"Choose a moment from {day_text(EARLIEST_PRICE_START)} to {day_text(latest)}.",
             code="out_of_range",
         )
 
@@ -486,17 +486,15 @@ class PriceRule(models.Model):
         first = day_of(self.effective_from)
         if day < first:
             raise ValidationError(
-                f"This price starts on {first.day} {first:%B %Y}: change it from that day or a "
-                "later one.",
+                f"This price starts on {day_text(first)}: change it from that day or a later one.",
                 code="before_start",
             )
         start = max(start_of_day(day), self.effective_from)
         following = self.next_rule()
         if following is not None and start >= following.effective_from:
-            since = timezone.localtime(following.effective_from, timezone.get_default_timezone())
             raise ValidationError(
-                f"From {day.day} {day:%B %Y} the price is {following.price_text}, from "
-                f"{since:%Y-%m-%d %H:%M}: change that one instead.",
+                f"From {day_text(day)} the price is {following.price_text}, from "
+                f"{moment_text(following.effective_from)}: change that one instead.",
                 code="superseded",
             )
         return start

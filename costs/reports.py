@@ -25,6 +25,7 @@ from django.utils import timezone
 from accounts.models import Team
 from predictions.forms import PredictionForm
 from predictions.models import RUNNING, Prediction, Status
+from predictions.templatetags.formats import day_text
 
 from .models import (
     BATCH,
@@ -96,19 +97,15 @@ class Period:
         return [self.first + timedelta(days=n) for n in range((self.last - self.first).days + 1)]
 
     def __str__(self) -> str:
-        """ "3 – 31 January 2026", "2 November – 1 December 2026", "1 January 2026" """
+        """ "3 – 31 Jan 2026", "2 Nov – 1 Dec 2026", "1 Jan 2026" """
         first, last = self.first, self.last
         if first == last:
             return day_text(first)
         if (first.year, first.month) == (last.year, last.month):
             return f"{first.day} – {day_text(last)}"
         if first.year == last.year:
-            return f"{first.day} {first:%B} – {day_text(last)}"
+            return f"{first.day} {first:%b} – {day_text(last)}"
         return f"{day_text(first)} – {day_text(last)}"
-
-
-def day_text(day: date) -> str:
-    return f"{day.day} {day:%B %Y}"
 
 
 def preset_period(name: str, today: date) -> Period:

@@ -13,6 +13,7 @@ from accounts.models import AuditEvent, Role
 from accounts.teams import team_object_or_404, team_required
 from predictions.client import provider_label
 from predictions.filters import team_members
+from predictions.templatetags.formats import moment_text
 
 from .charts import day_columns
 from .forms import BudgetForm, CostFilterForm, PriceChangeForm, PriceRuleForm
@@ -108,11 +109,6 @@ def prices_page(
     return render(request, "costs/prices.html", context, status=status)
 
 
-def local_start(rule: PriceRule) -> str:
-    start = timezone.localtime(rule.effective_from, timezone.get_default_timezone())
-    return f"{start:%Y-%m-%d %H:%M} {settings.TIME_ZONE}"
-
-
 @team_required(Role.OWNER)
 @require_POST
 def add_price(request):
@@ -127,7 +123,7 @@ def add_price(request):
         team,
         request.user,
         "price_rule_added",
-        f"{request.user} priced {rule} from {local_start(rule)}",
+        f"{request.user} priced {rule} from {moment_text(rule.effective_from)}",
     )
     messages.success(request, f"Added the price {rule}.")
     return redirect("costs:prices")
@@ -154,16 +150,17 @@ def change_price(request, pk: int):
             form.add_error(None, refusal)
     if changed is None:
         return prices_page(request, status=400, change=form)
+    start = moment_text(changed.effective_from)
     AuditEvent.record(
         request.membership.team,
         request.user,
         "price_rule_changed",
-        f"{request.user} changed {before} to {changed.price_text} from {local_start(changed)}",
+        f"{request.user} changed {before} to {changed.price_text} from {start}",
     )
     messages.success(
         request,
         f"Changed the price of {provider_label(changed.provider)} {changed.model} to "
-        f"{changed.price_text} from {local_start(changed)}.",
+        f"{changed.price_text} from {start}.",
     )
     return redirect("costs:prices")
 
@@ -189,7 +186,7 @@ def delete_price(request, pk: int):
         request.membership.team,
         request.user,
         "price_rule_deleted",
-        f"{request.user} deleted the price {rule} from {local_start(rule)}",
+        f"{request.user} deleted the price {rule} from {moment_text(rule.effective_from)}",
     )
     messages.success(request, f"Deleted the price {rule}.")
     return redirect("costs:prices")

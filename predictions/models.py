@@ -56,6 +56,7 @@ from .live import team_changed
 from .logs import printed_seed, remaining_seconds
 from .schedule import Plan
 from .signals import changed
+from .templatetags.formats import moment_text
 
 log = logging.getLogger(__name__)
 
@@ -891,7 +892,7 @@ print(prediction["status"], prediction["output"] or prediction["error"])
         note = (
             f"Darkroom looked for it among the provider's predictions "
             f"({looks} time{'s' if looks > 1 else ''}, last at "
-            f"{timezone.localtime(now):%Y-%m-%d %H:%M:%S %Z}): {finding} "
+            f"{moment_text(now)}): {finding} "
             + ("Darkroom will look again." if again else CHECK_DASHBOARD)
         )
         self._update(

@@ -166,7 +166,7 @@ def test_the_pages_totals_equal_the_sum_of_the_periods_costs(client, team, janua
     text = text_of(response)
     assert "$0.043" in text
     assert "~$0.05" in text
-    assert "1 – 31 January 2026" in text
+    assert "1 – 31 Jan 2026" in text
 
 
 def test_the_page_shows_this_month_unless_another_period_is_chosen(client, member):

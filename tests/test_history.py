@@ -9,7 +9,6 @@ from html import escape, unescape
 import pytest
 from django import forms
 from django.db import connection
-from django.template import engines
 from django.template.defaultfilters import floatformat, truncatechars
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -608,16 +607,3 @@ def test_queue_and_run_times_round_half_up_as_floatformat_does(microseconds):
 )
 def test_prompts_are_cut_as_truncatechars_cuts_them(text):
     assert excerpt(text, 60) == truncatechars(text, 60)
-
-
-def test_the_created_time_reads_as_the_date_filter_writes_it(settings):
-    settings.TIME_ZONE = "Europe/Paris"
-    template = engines["django"].from_string(
-        '{% load lists %}{{ at|day_and_time }}|{{ at|date:"M j, H:i" }}'
-    )
-    for month in range(1, 13):
-        at = datetime(2026, month, 9, 23, 5, tzinfo=UTC)
-
-        ours, django_s = template.render({"at": at}).split("|")
-
-        assert ours == django_s

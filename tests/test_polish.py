@@ -250,7 +250,7 @@ def test_a_changed_price_is_confirmed_with_a_sentence_naming_the_rule_price_and_
 
     assert (
         "Changed the price of Replicate acme/painter to $0.02 per output image from "
-        "2026-01-15 00:00 UTC." in page
+        "15 Jan 2026, 00:00 UTC." in page
     )
 
 

@@ -133,7 +133,7 @@ def test_a_change_from_a_day_prices_again_only_what_was_submitted_from_that_day(
     [event] = AuditEvent.objects.filter(team=team, action="price_rule_changed")
     assert event.description == (
         "otto changed Replicate acme/painter: $0.01 per output image to "
-        "$0.02 per output image from 2026-01-15 00:00 UTC"
+        "$0.02 per output image from 15 Jan 2026, 00:00 UTC"
     )
 
 
@@ -251,7 +251,7 @@ def test_a_change_before_the_rules_first_day_is_refused_in_words(team, owner):
 
     assert response.status_code == 400
     text = text_of(response)
-    assert "This price starts on 10 January 2026: change it from that day or a later one." in text
+    assert "This price starts on 10 Jan 2026: change it from that day or a later one." in text
     assert list(PriceRule.objects.filter(team=team).values_list("amount", flat=True)) == [
         Decimal("0.01")
     ]
@@ -268,7 +268,7 @@ def test_a_change_once_a_later_rule_took_over_is_refused_and_names_that_rule(tea
 
     assert refused.status_code == 400
     assert (
-        "From 1 February 2026 the price is $0.03 per output image, from 2026-02-01 00:00: "
+        "From 1 Feb 2026 the price is $0.03 per output image, from 1 Feb 2026, 00:00 UTC: "
         "change that one instead." in text_of(refused)
     )
     assert accepted.status_code == 302
@@ -319,8 +319,8 @@ def test_a_rule_deleted_meanwhile_is_not_changed_back_into_being(team):
         ({"unit": "per_kilo"}, "Select a valid choice. per_kilo is not one of the available"),
         ({"since": "2026-02-30"}, "Enter a valid date."),
         ({"since": "15/01/2026 and more"}, "Enter a valid date."),
-        ({"since": "0001-01-01"}, "Choose a moment from 1 January 2000 to"),
-        ({"since": "9999-12-31"}, "Choose a moment from 1 January 2000 to"),
+        ({"since": "0001-01-01"}, "Choose a moment from 1 Jan 2000 to"),
+        ({"since": "9999-12-31"}, "Choose a moment from 1 Jan 2000 to"),
         ({"since": ""}, "This field is required."),
         ({"source": "x" * 501}, "Ensure this value has at most 500 characters"),
     ],

@@ -1,13 +1,11 @@
 """What the rows of a long list show, at a fraction of the cost of Django's general tags and
 filters: the history renders 50 rows a page and the gallery 40 tiles, and at 1,000,000
 predictions rendering them was most of each page's time (a row's markup is a few µs; a
-`{% url %}` 30, a `truncatechars` or a `date` 20 to 60)."""
-
-from datetime import datetime
+`{% url %}` 30, a `truncatechars` or a `date` 20 to 60). Their moments are written by
+formats.py's `moment`."""
 
 from django import template
 from django.template.defaultfilters import truncatechars
-from django.utils.dates import MONTHS_3
 
 from dashboard.paths import path_to
 
@@ -25,9 +23,3 @@ def excerpt(text: str, length: int) -> str:
     if text.isascii() and len(text) <= length:
         return text
     return truncatechars(text, length)
-
-
-@register.filter(expects_localtime=True)
-def day_and_time(value: datetime) -> str:
-    """ "Dec 2, 14:05": `value|date:"M j, H:i"`, without parsing the format each time."""
-    return f"{MONTHS_3[value.month].title()} {value.day}, {value:%H:%M}"
