@@ -292,7 +292,10 @@ class Poller:
         while self.results:
             job, outcome = self.results.popleft()
             self.outstanding -= 1
-            self.held.pop(job.prediction.pk, None)
+            # Only this job: a create or step that stored its answer itself may have been
+            # claimed again for its first poll meanwhile, and that job's lease must be kept.
+            if self.held.get(job.prediction.pk) is job:
+                del self.held[job.prediction.pk]
             if outcome is None:
                 continue
             if outcome is SKIPPED:

@@ -87,7 +87,7 @@ def test_a_worker_killed_mid_poll_loses_no_prediction(simulator, worker_process,
             not Prediction.objects.filter(provider_id="").exists()
             and Prediction.objects.filter(polls__gt=0).count() >= 3
         ),
-        timeout=30,
+        timeout=60,  # the worker process starts first, in seconds on a loaded machine
         message="every create sent and polls under way",
     )
 

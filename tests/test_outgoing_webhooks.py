@@ -362,13 +362,14 @@ def test_a_redirect_is_not_followed_and_the_webhook_is_tried_again_later(db, rec
 
 def test_a_receiver_that_does_not_answer_in_time_is_tried_again_later(db, receiver, monkeypatch):
     monkeypatch.setattr("webhooks.sender.TOTAL_TIMEOUT", 0.3)
-    receiver.delay = 1.0
+    receiver.delay = 5.0
     webhook = queued(receiver.url)
 
     started = time.monotonic()
     send_now()
 
-    assert time.monotonic() - started < 0.9
+    # Given up long before the answer came, with room for a loaded machine's slowness.
+    assert time.monotonic() - started < receiver.delay / 2
     webhook.refresh_from_db()
     assert webhook.state == "pending"
     assert webhook.last_status is None
@@ -578,7 +579,9 @@ def test_a_poll_that_only_brings_progress_is_found_by_the_sweep(db):
 
 @pytest.mark.usefixtures("worker", "scheduler", "webhook_scheduler")
 def test_a_prediction_run_by_workers_calls_its_webhook_for_each_event(simulator, receiver):
-    simulator.engine.speed = 2  # two seconds of processing, so logs come in between
+    # Four seconds of processing (two at least), so that logs come in between even when a
+    # loaded machine polls less often than it means to.
+    simulator.engine.speed = 1
     team = make_team()
     prediction = make_prediction(team=team, model="black-forest-labs/flux-dev")
     subscribe(prediction, receiver.url, None, BASE_URL)

@@ -452,12 +452,11 @@ def test_the_simulators_signed_webhooks_finish_a_prediction_that_is_never_polled
 
     wait_for(
         lambda: Prediction.objects.get(pk=prediction.pk).status == Status.SUCCEEDED,
-        10,
-        "the completed webhook",
+        message="the completed webhook",
     )
 
     prediction.refresh_from_db()
-    wait_for(lambda: simulator.stats()["webhooks"]["delivered"] == 2, 2, "the answer")
+    wait_for(lambda: simulator.stats()["webhooks"]["delivered"] == 2, message="the answer")
     stats = simulator.stats()
     assert stats["requests_by_endpoint"].get("get", 0) == 0
     assert stats["webhooks"]["delivered_by_event"] == {"start": 1, "completed": 1}
@@ -479,11 +478,10 @@ def test_a_create_sent_with_a_webhook_url_is_followed_by_its_webhooks_alone(
 
     wait_for(
         lambda: Prediction.objects.get(pk=prediction.pk).status == Status.SUCCEEDED,
-        10,
-        "the completed webhook",
+        message="the completed webhook",
     )
     prediction.refresh_from_db()
     assert prediction.provider_id
     # The simulator counts a delivery once its answer is back, which is after it was applied.
-    wait_for(lambda: simulator.stats()["webhooks"]["delivered"] == 2, 2, "the answer")
+    wait_for(lambda: simulator.stats()["webhooks"]["delivered"] == 2, message="the answer")
     assert simulator.stats()["webhooks"]["delivered_by_event"] == {"start": 1, "completed": 1}

@@ -133,7 +133,10 @@ def test_web_threads_answer_their_next_request_after_their_connections_are_cut(
     member = make_user("drill", make_team(), Role.MEMBER)
     client.force_login(member)
     cookies = {django_settings.SESSION_COOKIE_NAME: client.cookies["sessionid"].value}
-    threads = [httpx.Client(base_url=live_server.url, cookies=cookies) for _ in range(WEB_THREADS)]
+    threads = [
+        httpx.Client(base_url=live_server.url, cookies=cookies, timeout=30)
+        for _ in range(WEB_THREADS)
+    ]
     try:
         before = [web.get("/").status_code for web in threads]
         cut = terminate_backends(keep_own=True)

@@ -129,16 +129,18 @@ def test_long_stalls_hold_only_their_own_threads_and_every_stalled_prediction_en
                     seconds_between(prediction.sending_since, prediction.completed_at),
                 )
 
-    def watch_for(seconds: float) -> None:
-        until = time.monotonic() + seconds
-        while time.monotonic() < until:
+    def watch_until(moment: float) -> None:
+        while time.monotonic() < moment:
             watch()
             time.sleep(0.1)
 
     flowing = []
+    waves_began = time.monotonic()
     for wave in range(WAVES):
         flowing += [make_prediction(f"flowing {wave}-{n}") for n in range(WAVE_SIZE)]
-        watch_for(WAVE_EVERY)
+        # Each wave on the clock, not after the last one's submits: on a loaded machine these
+        # take their time, and the waves would drift into when the stalls end.
+        watch_until(waves_began + (wave + 1) * WAVE_EVERY)
     flowing_rows = Prediction.objects.filter(pk__in=[p.pk for p in flowing])
     wait_for(
         lambda: not flowing_rows.filter(status__in=RUNNING).exists(),
