@@ -104,6 +104,7 @@ class Poller:
         self.ready: deque[Job] = deque()  # due, waiting for room in the pool
         self.outstanding = 0  # handed to the pool and not written back yet
         self.budget_short_until = self.budget_wait_until = self.next_sort = 0.0
+        self.refused_until: dict[tuple[str, str], float] = {}  # per budget, after a refusal
         self.stopping = threading.Event()
         self.counter = itertools.count()
         self.providers: dict[tuple[int, str], tuple[float, Provider | Exception]] = {}
@@ -197,7 +198,9 @@ class Poller:
     def fire_due(self) -> None:
         """Send due requests on the pool's free threads, as many as the budget grants: each
         leaves as its token is granted, never in a bunch after a wait in a queue. While the
-        budget is short, the likeliest to find an end go first; the rest wait their turn."""
+        budget is short, the likeliest to find an end go first; the rest wait their turn. A
+        budget that refused holds back only its own requests: creates waiting for theirs (a
+        team's burst of submits) never keep polls, which have a budget of their own, waiting."""
         now = time.monotonic()
         while self.waiting and self.waiting[0][0] <= now:
             self.ready.append(heapq.heappop(self.waiting)[3])
@@ -214,19 +217,27 @@ class Poller:
                 sorted(self.ready, key=lambda job: job.chance_ended(moment), reverse=True)
             )
             self.next_sort = now + RESORT_INTERVAL
-        candidates = [self.ready.popleft() for _ in range(min(room, len(self.ready)))]
+        candidates, held_back = [], []
+        while self.ready and len(candidates) < room:
+            job = self.ready.popleft()
+            waiting = self.refused_until.get(job.budget_key(), 0.0) > now
+            (held_back if waiting else candidates).append(job)
         refused = []
-        for (provider, kind), jobs in groupby(candidates, key=Job.budget_key):
+        for key, jobs in groupby(candidates, key=Job.budget_key):
             jobs = list(jobs)
-            granted, wait = RequestBudget.of(provider, kind).take(len(jobs))
+            granted, wait = RequestBudget.of(*key).take(len(jobs))
             for job in jobs[:granted]:
                 self.outstanding += 1
                 self.queue.put(job)
             if granted < len(jobs):
                 refused.extend(jobs[granted:])
                 self.budget_short_until = now + 1.0
-                self.budget_wait_until = now + min(max(wait, 0.001), 0.1)
-        self.ready.extendleft(reversed(refused))
+                self.refused_until[key] = now + min(max(wait, 0.001), 0.1)
+        self.ready.extendleft(reversed(refused + held_back))
+        # Nothing more goes until the first refusal ends, unless every budget still grants.
+        waits = [until for until in self.refused_until.values() if until > now]
+        if waits and all(self.refused_until.get(job.budget_key(), 0.0) > now for job in self.ready):
+            self.budget_wait_until = min(waits)
 
     def send(self, job: Job) -> None:
         """On a pool thread: one request, and what follows from its answer."""

@@ -145,6 +145,41 @@ def test_when_the_budget_is_short_the_poll_likeliest_to_find_an_end_goes_first(m
     assert waited_long.chance_ended(now) > 0.9  # a poll kept waiting is not starved
 
 
+@pytest.mark.django_db
+def test_creates_waiting_for_their_budget_never_keep_polls_waiting(settings, monkeypatch):
+    # A team's burst of submits: more creates than the create budget grants, ahead of polls.
+    settings.POLL_THREADS = 2
+    for n in range(6):
+        make_prediction(f"burst {n}", status="submitting")
+    for n in range(3):
+        make_prediction(f"running {n}", status="processing", provider_id=f"r{n}")
+    claimed = Prediction.claim_batch(limit=20)
+    jobs = [Job(p, timezone.now(), time.monotonic()) for p in claimed]
+    jobs.sort(key=lambda job: job.kind != "create")
+
+    class Budget:
+        def __init__(self, provider: str, kind: str) -> None:
+            self.kind = kind
+
+        def take(self, wanted: int) -> tuple[int, float]:
+            return (0, 0.5) if self.kind == "create" else (wanted, 0.0)
+
+    monkeypatch.setattr("predictions.poller.RequestBudget.of", Budget)
+    poller = Poller(client=ProviderClient())
+    poller.ready.extend(jobs)
+    poller.budget_short_until = poller.next_sort = time.monotonic() + 60  # short, sorted
+
+    sent = []
+    for _ in range(3):
+        poller.fire_due()
+        while not poller.queue.empty():
+            sent.append(poller.queue.get_nowait())
+            poller.outstanding -= 1  # answered at once
+
+    assert [job.kind for job in sent] == ["query"] * 3
+    assert [job.kind for job in poller.ready] == ["create"] * 6
+
+
 # --- Claims and writes in batches ------------------------------------------------------------
 
 
