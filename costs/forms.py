@@ -10,11 +10,11 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import Team
+from dashboard.formats import day_text
 from predictions.client import provider_label
 from predictions.filters import date_field, member_field, team_members
 from predictions.forms import clean_model_name
 from predictions.models import RUNNING, Status
-from predictions.templatetags.formats import day_text
 
 from .models import (
     LARGEST_PRICE,

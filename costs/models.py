@@ -38,9 +38,9 @@ from django.utils import timezone
 
 from accounts.models import Team
 from dashboard import leases
+from dashboard.formats import day_text, moment_text
 from predictions.client import provider_label
 from predictions.models import RUNNING, Prediction, Status
-from predictions.templatetags.formats import day_text, moment_text
 
 ZERO = Decimal(0)
 # Costs are kept to a millionth of the currency's unit: per-second prices have six decimals.

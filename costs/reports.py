@@ -23,9 +23,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Team
+from dashboard.formats import day_text
 from predictions.forms import PredictionForm
 from predictions.models import RUNNING, Prediction, Status
-from predictions.templatetags.formats import day_text
 
 from .models import (
     BATCH,

@@ -11,9 +11,9 @@ from django.views.decorators.http import require_POST
 
 from accounts.models import AuditEvent, Role
 from accounts.teams import team_object_or_404, team_required
+from dashboard.formats import moment_text
 from predictions.client import provider_label
 from predictions.filters import team_members
-from predictions.templatetags.formats import moment_text
 
 from .charts import day_columns
 from .forms import BudgetForm, CostFilterForm, PriceChangeForm, PriceRuleForm

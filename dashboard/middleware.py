@@ -8,6 +8,12 @@ from django.shortcuts import render
 NUL_MESSAGE = "A URL cannot hold a null character (%00)."
 
 
+def is_api(request: HttpRequest) -> bool:
+    """Whether the request is for the API (/api/), whose clients read JSON; the API's pages in
+    the team settings are pages like any other."""
+    return request.path_info.startswith("/api/")
+
+
 class NullCharacterMiddleware:
     """Answers 400 to a URL whose path or query holds a NUL. No URL of Darkroom's takes one,
     and PostgreSQL cannot even compare one (an invite's or share link's token, a search): left
@@ -18,7 +24,7 @@ class NullCharacterMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if "\x00" in request.path or "\x00" in unquote(request.META.get("QUERY_STRING", "")):
-            if request.path.startswith("/api/"):
+            if is_api(request):
                 body = {"title": "Bad Request", "detail": NUL_MESSAGE, "status": 400}
                 return JsonResponse(body, status=400)
             return HttpResponseBadRequest(NUL_MESSAGE, content_type="text/plain; charset=utf-8")
@@ -37,7 +43,7 @@ class MethodNotAllowedPageMiddleware:
         response = self.get_response(request)
         if response.status_code != 405 or response.content or request.method != "GET":
             return response
-        if request.path.startswith("/api/") or request.htmx:
+        if is_api(request) or request.htmx:
             return response
         page = render(request, "405.html", status=405)
         page["Allow"] = response.get("Allow", "")

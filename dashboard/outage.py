@@ -19,6 +19,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 
+from .middleware import is_api
+
 log = logging.getLogger(__name__)
 
 # What a lost or refused connection raises (Django's wrappers of the driver's errors).
@@ -93,12 +95,6 @@ def unavailable(request: HttpRequest, error: Exception) -> HttpResponse:
         response = render(request, "503.html", context, status=503)
     response["Retry-After"] = str(RETRY_AFTER)
     return response
-
-
-def is_api(request: HttpRequest) -> bool:
-    """Whether the request is for the API (/api/), whose clients read JSON; the API's pages in
-    the team settings are pages like any other."""
-    return request.path_info.startswith("/api/")
 
 
 def kept_fields(request: HttpRequest) -> list[dict]:

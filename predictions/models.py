@@ -37,6 +37,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from dashboard import leases
+from dashboard.formats import moment_text
 from timings.learned import distribution as learned_timing
 from webhooks import webhook_url
 
@@ -56,7 +57,6 @@ from .live import team_changed
 from .logs import printed_seed, remaining_seconds
 from .schedule import Plan
 from .signals import changed
-from .templatetags.formats import moment_text
 
 log = logging.getLogger(__name__)
 

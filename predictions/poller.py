@@ -234,10 +234,11 @@ class Poller:
                 self.budget_short_until = now + 1.0
                 self.refused_until[key] = now + min(max(wait, 0.001), 0.1)
         self.ready.extendleft(reversed(refused + held_back))
-        # Nothing more goes until the first refusal ends, unless every budget still grants.
-        waits = [until for until in self.refused_until.values() if until > now]
-        if waits and all(self.refused_until.get(job.budget_key(), 0.0) > now for job in self.ready):
-            self.budget_wait_until = min(waits)
+        # Nothing more goes before the first moment a request still waiting could.
+        if self.ready:
+            self.budget_wait_until = min(
+                self.refused_until.get(job.budget_key(), 0.0) for job in self.ready
+            )
 
     def send(self, job: Job) -> None:
         """On a pool thread: one request, and what follows from its answer."""

@@ -11,7 +11,8 @@
 - A day (`day`): "2 Dec 2026"; a month (`month`): "December 2026". Within one period the costs
   page names above them, its days go without the year: "1 Dec", "Wed 2 Dec".
 - A moment written into text that is kept or sent on (an audit event, a prediction's error, a
-  message), `moment_text`: always its year and zone, "2 Dec 2026, 13:59 UTC".
+  message), `moment_text` of dashboard/formats.py: always its year and zone, "2 Dec 2026, 13:59
+  UTC".
 - An age, "12 minutes ago" (`age`), only where the age is the point, on a page that never
   refreshes itself: a live fragment renders the same markup until its data changes (a refresh
   with nothing new is a 304), which "ago" would spoil every minute. "This year" is fine.
@@ -32,18 +33,9 @@ from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 
+from dashboard.formats import day_text
+
 register = template.Library()
-
-
-def day_text(value: date) -> str:
-    """ "2 Dec 2026" """
-    return f"{value.day} {value:%b %Y}"
-
-
-def moment_text(value: datetime) -> str:
-    """ "2 Dec 2026, 13:59 UTC", in the deployment's time zone whatever the request's."""
-    local = timezone.localtime(value, timezone.get_default_timezone())
-    return f"{day_text(local)}, {local:%H:%M %Z}"
 
 
 def time_element(value: datetime, text: str) -> SafeString:
@@ -66,25 +58,19 @@ def moment(value: datetime | None) -> str:
 @register.filter(expects_localtime=True)
 def full_moment(value: datetime | None) -> str:
     """ "2 Dec 2026, 13:59:07" """
-    if value is None:
-        return ""
-    return time_element(value, f"{day_text(value)}, {value:%H:%M:%S}")
+    return "" if value is None else time_element(value, f"{day_text(value)}, {value:%H:%M:%S}")
 
 
 @register.filter(expects_localtime=True)
 def time_of_day(value: datetime | None) -> str:
     """ "13:59:07" """
-    if value is None:
-        return ""
-    return time_element(value, f"{value:%H:%M:%S}")
+    return "" if value is None else time_element(value, f"{value:%H:%M:%S}")
 
 
 @register.filter(expects_localtime=True)
 def age(value: datetime | None) -> str:
     """ "12 minutes ago" """
-    if value is None:
-        return ""
-    return time_element(value, f"{timesince(value)} ago")
+    return "" if value is None else time_element(value, f"{timesince(value)} ago")
 
 
 @register.filter(expects_localtime=True)

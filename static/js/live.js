@@ -10,6 +10,8 @@
   function isPoller(elt) {
     return /\bevery\b/.test(elt.getAttribute("hx-trigger") || "");
   }
+  // For static/js/requests.js, which says a failed refresh apart from a failed press.
+  window.darkroom = Object.assign(window.darkroom || {}, { isPoller: isPoller });
 
   function key(elt) {
     return elt.id || elt.getAttribute("hx-get") || "";

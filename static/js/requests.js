@@ -16,9 +16,7 @@
   var NOT_LOADED = "Darkroom could not load this (error %s). Try again in a moment.";
   var returnFocus = null; // what sent the request the notice is about
 
-  function isPoller(elt) {
-    return /\bevery\b/.test(elt.getAttribute("hx-trigger") || "");
-  }
+  var isPoller = window.darkroom.isPoller; // static/js/live.js, loaded before this
 
   function sender(evt) {
     return (evt.detail.requestConfig && evt.detail.requestConfig.elt) || evt.detail.elt;
